@@ -1,0 +1,560 @@
+//! Stage 2, guard: exactly one read-only query, built only from constructs rowgate understands,
+//! calling only allowed functions (layers 2 and 3 of DESIGN.md).
+//!
+//! The guard is a sqlparser `Visitor`, so it sees every node of the tree, in every clause and
+//! every subquery, without a hand-written walk that could forget one. Every check is an
+//! allowlist: an expression kind, table factor, join or clause not named here is refused, so a
+//! construct that sqlparser and PostgreSQL might read differently never reaches the database.
+
+mod functions;
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArgumentClause, FunctionArguments,
+    Ident, JoinOperator, LimitClause, ObjectName, Query, Select, SelectItem, SetExpr, Statement,
+    TableFactor, TableWithJoins, Value, Visit, Visitor,
+};
+
+pub use functions::{builtin, never_allowed, BUILTIN};
+
+use crate::refusal::{ErrorCode, Refusal};
+use crate::sql::{fold, fold_name, is_reserved};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuardError {
+    #[error("the SQL holds {count} statements; rowgate runs exactly one query")]
+    MultipleStatements { count: usize },
+    #[error("{kind} statements are not allowed: rowgate runs read-only queries only")]
+    NotAQuery { kind: String },
+    #[error("a data-modifying statement ({kind}) inside the query is not allowed")]
+    DataModifying { kind: String },
+    #[error("{clause} is not allowed")]
+    Clause {
+        clause: &'static str,
+        hint: &'static str,
+    },
+    #[error("{what} is not supported")]
+    Unsupported { what: String },
+    #[error(
+        "`{word}` at line {line}, column {column} is a reserved word in PostgreSQL, not a name"
+    )]
+    ReservedWord {
+        word: String,
+        line: u64,
+        column: u64,
+    },
+    #[error("function `{name}` is not allowed{}", reason.map(|r| format!(": {r}")).unwrap_or_default())]
+    Function {
+        name: String,
+        reason: Option<&'static str>,
+    },
+}
+
+impl Refusal for GuardError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            GuardError::Function { .. } => ErrorCode::FunctionNotAllowed,
+            GuardError::ReservedWord { .. } => ErrorCode::ParseError,
+            _ => ErrorCode::StatementNotAllowed,
+        }
+    }
+
+    fn hint(&self) -> String {
+        match self {
+            GuardError::MultipleStatements { .. } => {
+                "Send a single SELECT query, without a second statement after a semicolon.".into()
+            }
+            GuardError::NotAQuery { .. } | GuardError::DataModifying { .. } => {
+                "Write one SELECT query (WITH, UNION and VALUES are fine); rowgate never changes data or settings.".into()
+            }
+            GuardError::Clause { hint, .. } => (*hint).into(),
+            GuardError::Unsupported { .. } => {
+                "Rewrite the query with plain PostgreSQL SELECT syntax.".into()
+            }
+            GuardError::ReservedWord { word, .. } => format!(
+                "If `{word}` is a table or column name, write it in double quotes: \"{word}\". `FROM ONLY t` is not supported: write `FROM t`."
+            ),
+            GuardError::Function { reason: Some(_), .. } => {
+                "This function is never available to queries; compute the answer with plain SELECT expressions.".into()
+            }
+            GuardError::Function { .. } => {
+                "Use an allowed function: aggregates (count, sum, avg, min, max, string_agg), window functions (row_number, rank, lag), math (round, abs), strings (lower, concat, substring), dates (date_trunc, extract, now) and JSON accessors are available.".into()
+            }
+        }
+    }
+}
+
+/// The functions an agent may call: the built-in list plus what the policy adds.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowlist<'a> {
+    pub extra: &'a BTreeSet<String>,
+}
+
+impl Allowlist<'_> {
+    /// PostgreSQL resolves `f`, `pg_catalog.f` and (folded) `F` to the same built-in function;
+    /// a quoted `"F"` is a different name, and other schemas hold other functions.
+    fn check(&self, name: &ObjectName) -> Result<(), GuardError> {
+        let folded = fold_name(name).unwrap_or_default();
+        let refuse = |name: String| {
+            let reason = folded.last().and_then(|n| never_allowed(n));
+            GuardError::Function { name, reason }
+        };
+        let written = folded.join(".");
+        if folded.iter().any(|part| never_allowed(part).is_some()) {
+            return Err(refuse(written));
+        }
+        if self.extra.contains(&written) {
+            return Ok(());
+        }
+        match folded.as_slice() {
+            [name] => builtin(name).then_some(()).ok_or_else(|| refuse(written)),
+            [schema, name] if schema == "pg_catalog" => {
+                builtin(name).then_some(()).ok_or_else(|| refuse(written))
+            }
+            _ => Err(refuse(written)),
+        }
+    }
+}
+
+/// Checks the parsed statements and hands back the one query they hold.
+pub fn guard(statements: Vec<Statement>, allow: Allowlist<'_>) -> Result<Box<Query>, GuardError> {
+    let count = statements.len();
+    let Ok([statement]) = <[Statement; 1]>::try_from(statements) else {
+        return Err(GuardError::MultipleStatements { count });
+    };
+    let Statement::Query(query) = statement else {
+        return Err(GuardError::NotAQuery {
+            kind: statement_kind(&statement),
+        });
+    };
+    let mut checker = Checker { allow };
+    match query.visit(&mut checker) {
+        ControlFlow::Break(error) => Err(error),
+        ControlFlow::Continue(()) => Ok(query),
+    }
+}
+
+/// The statement's leading keywords, for messages: "EXPLAIN", "SET", "CREATE TABLE".
+fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    match words.as_slice() {
+        [first, second] if matches!(*first, "CREATE" | "DROP" | "ALTER" | "START") => {
+            format!("{first} {second}")
+        }
+        [first, ..] => first.to_string(),
+        [] => "empty".into(),
+    }
+}
+
+struct Checker<'a> {
+    allow: Allowlist<'a>,
+}
+
+type Flow = ControlFlow<GuardError>;
+
+fn refuse<T>(error: GuardError) -> ControlFlow<GuardError, T> {
+    ControlFlow::Break(error)
+}
+
+fn unsupported(what: impl Into<String>) -> Flow {
+    refuse(GuardError::Unsupported { what: what.into() })
+}
+
+fn check_name_ident(ident: &Ident) -> Flow {
+    if ident.quote_style.is_none() && is_reserved(&fold(ident)) {
+        return refuse(GuardError::ReservedWord {
+            word: ident.value.clone(),
+            line: ident.span.start.line,
+            column: ident.span.start.column,
+        });
+    }
+    ControlFlow::Continue(())
+}
+
+fn check_object_name(name: &ObjectName) -> Flow {
+    for part in &name.0 {
+        match part.as_ident() {
+            Some(ident) => check_name_ident(ident)?,
+            None => return unsupported("a function call inside a name"),
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+impl Visitor for Checker<'_> {
+    type Break = GuardError;
+
+    /// The top query is visited as a `Query`, so any statement met is nested in it.
+    fn pre_visit_statement(&mut self, statement: &Statement) -> Flow {
+        refuse(GuardError::DataModifying {
+            kind: statement_kind(statement),
+        })
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> Flow {
+        if !query.locks.is_empty() {
+            return refuse(GuardError::Clause {
+                clause: "FOR UPDATE / FOR SHARE",
+                hint: "Remove the locking clause: rowgate's queries only read.",
+            });
+        }
+        if query.for_clause.is_some() || query.settings.is_some() || query.format_clause.is_some() {
+            return unsupported("a FOR / SETTINGS / FORMAT clause");
+        }
+        if !query.pipe_operators.is_empty() {
+            return unsupported("pipe syntax (|>)");
+        }
+        match &query.limit_clause {
+            Some(LimitClause::LimitOffset { limit_by, .. }) if !limit_by.is_empty() => {
+                return unsupported("LIMIT BY")
+            }
+            Some(LimitClause::OffsetCommaLimit { .. }) => {
+                return unsupported("LIMIT offset, count (write LIMIT count OFFSET offset)")
+            }
+            _ => {}
+        }
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                check_name_ident(&cte.alias.name)?;
+                if cte.from.is_some() {
+                    return unsupported("CTE ... FROM");
+                }
+            }
+        }
+        check_set_expr(&query.body)
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> Flow {
+        if select.into.is_some() {
+            return refuse(GuardError::Clause {
+                clause: "SELECT INTO",
+                hint: "Remove INTO: rowgate returns rows, it does not create tables.",
+            });
+        }
+        let dialect_only = select.top.is_some()
+            || select.select_modifiers.is_some()
+            || !select.optimizer_hints.is_empty()
+            || select.exclude.is_some()
+            || !select.lateral_views.is_empty()
+            || select.prewhere.is_some()
+            || !select.connect_by.is_empty()
+            || !select.cluster_by.is_empty()
+            || !select.distribute_by.is_empty()
+            || !select.sort_by.is_empty()
+            || select.qualify.is_some()
+            || select.value_table_mode.is_some()
+            || !matches!(select.flavor, sqlparser::ast::SelectFlavor::Standard);
+        if dialect_only {
+            return unsupported("syntax from another SQL dialect (TOP, QUALIFY, PREWHERE, ...)");
+        }
+        match &select.group_by {
+            sqlparser::ast::GroupByExpr::All(_) => return unsupported("GROUP BY ALL"),
+            sqlparser::ast::GroupByExpr::Expressions(_, modifiers) if !modifiers.is_empty() => {
+                return unsupported("GROUP BY ... WITH ROLLUP (write GROUP BY ROLLUP (...))")
+            }
+            _ => {}
+        }
+        for item in &select.projection {
+            match item {
+                SelectItem::UnnamedExpr(_) => {}
+                SelectItem::ExprWithAlias { alias, .. } => check_name_ident(alias)?,
+                SelectItem::ExprWithAliases { .. } => return unsupported("multiple aliases"),
+                SelectItem::QualifiedWildcard(_, options) | SelectItem::Wildcard(options) => {
+                    let plain = options.opt_ilike.is_none()
+                        && options.opt_exclude.is_none()
+                        && options.opt_except.is_none()
+                        && options.opt_replace.is_none()
+                        && options.opt_rename.is_none()
+                        && options.opt_alias.is_none();
+                    if !plain {
+                        return unsupported("* with EXCLUDE / EXCEPT / REPLACE / RENAME");
+                    }
+                }
+            }
+        }
+        for from in &select.from {
+            check_joins(from)?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> Flow {
+        let alias = match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args,
+                with_hints,
+                version,
+                partitions,
+                json_path,
+                sample,
+                index_hints,
+                with_ordinality: _,
+            } => {
+                if !with_hints.is_empty()
+                    || version.is_some()
+                    || !partitions.is_empty()
+                    || json_path.is_some()
+                    || !index_hints.is_empty()
+                {
+                    return unsupported("table hints, versions or partitions");
+                }
+                if sample.is_some() {
+                    return unsupported("TABLESAMPLE");
+                }
+                match args {
+                    Some(args) => {
+                        if args.settings.is_some() {
+                            return unsupported("function SETTINGS");
+                        }
+                        self.allow
+                            .check(name)
+                            .map_or_else(refuse, ControlFlow::Continue)?;
+                    }
+                    None => check_object_name(name)?,
+                }
+                alias
+            }
+            TableFactor::Derived { alias, .. } => alias,
+            TableFactor::Function { name, alias, .. } => {
+                self.allow
+                    .check(name)
+                    .map_or_else(refuse, ControlFlow::Continue)?;
+                alias
+            }
+            TableFactor::UNNEST {
+                alias,
+                with_offset,
+                with_offset_alias,
+                ..
+            } => {
+                if *with_offset || with_offset_alias.is_some() {
+                    return unsupported("UNNEST ... WITH OFFSET (write WITH ORDINALITY)");
+                }
+                alias
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                check_joins(table_with_joins)?;
+                alias
+            }
+            TableFactor::TableFunction { .. } => return unsupported("TABLE(...) in FROM"),
+            TableFactor::JsonTable { .. } | TableFactor::OpenJsonTable { .. } => {
+                return unsupported("JSON_TABLE")
+            }
+            TableFactor::XmlTable { .. } => return unsupported("XMLTABLE"),
+            TableFactor::Pivot { .. }
+            | TableFactor::Unpivot { .. }
+            | TableFactor::UnpivotExpr { .. } => return unsupported("PIVOT / UNPIVOT"),
+            TableFactor::MatchRecognize { .. } => return unsupported("MATCH_RECOGNIZE"),
+            TableFactor::SemanticView { .. } => return unsupported("SEMANTIC_VIEW"),
+        };
+        if let Some(alias) = alias {
+            check_name_ident(&alias.name)?;
+            if alias.at.is_some() {
+                return unsupported("alias AT");
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> Flow {
+        match expr {
+            Expr::Identifier(ident) => check_name_ident(ident),
+            Expr::CompoundIdentifier(idents) => idents.iter().try_for_each(check_name_ident),
+            Expr::Function(function) => self.check_function(function),
+            Expr::Value(value) => check_value(&value.value),
+            Expr::Cast {
+                kind,
+                data_type,
+                format,
+                ..
+            } => {
+                if !matches!(kind, CastKind::Cast | CastKind::DoubleColon) || format.is_some() {
+                    return unsupported("TRY_CAST / SAFE_CAST / CAST ... FORMAT");
+                }
+                check_type(data_type)
+            }
+            Expr::BinaryOp { op, .. } => match op {
+                BinaryOperator::PGCustomBinaryOperator(_) => {
+                    unsupported("OPERATOR(schema.op) syntax (write the operator plainly)")
+                }
+                _ => ControlFlow::Continue(()),
+            },
+            Expr::CompoundFieldAccess { access_chain, .. } => {
+                if access_chain
+                    .iter()
+                    .all(|a| matches!(a, sqlparser::ast::AccessExpr::Subscript(_)))
+                {
+                    ControlFlow::Continue(())
+                } else {
+                    unsupported("field access with `.` after an expression")
+                }
+            }
+            Expr::Like { .. }
+            | Expr::ILike { .. }
+            | Expr::SimilarTo { .. }
+            | Expr::IsFalse(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsTrue(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNull(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsUnknown(_)
+            | Expr::IsNotUnknown(_)
+            | Expr::IsDistinctFrom(..)
+            | Expr::IsNotDistinctFrom(..)
+            | Expr::InList { .. }
+            | Expr::InSubquery { .. }
+            | Expr::Between { .. }
+            | Expr::AnyOp { .. }
+            | Expr::AllOp { .. }
+            | Expr::UnaryOp { .. }
+            | Expr::AtTimeZone { .. }
+            | Expr::Extract { .. }
+            | Expr::Ceil { .. }
+            | Expr::Floor { .. }
+            | Expr::Position { .. }
+            | Expr::Substring { .. }
+            | Expr::Trim { .. }
+            | Expr::Overlay { .. }
+            | Expr::Collate { .. }
+            | Expr::Nested(_)
+            | Expr::TypedString(_)
+            | Expr::Case { .. }
+            | Expr::Exists { .. }
+            | Expr::Subquery(_)
+            | Expr::GroupingSets(_)
+            | Expr::Cube(_)
+            | Expr::Rollup(_)
+            | Expr::Tuple(_)
+            | Expr::Array(_)
+            | Expr::Interval(_) => ControlFlow::Continue(()),
+            other => unsupported(format!("the expression `{}`", short(other))),
+        }
+    }
+}
+
+impl Checker<'_> {
+    fn check_function(&self, function: &Function) -> Flow {
+        self.allow
+            .check(&function.name)
+            .map_or_else(refuse, ControlFlow::Continue)?;
+        if function.uses_odbc_syntax || !matches!(function.parameters, FunctionArguments::None) {
+            return unsupported("ODBC or parametric function syntax");
+        }
+        if let FunctionArguments::List(list) = &function.args {
+            for clause in &list.clauses {
+                if !matches!(clause, FunctionArgumentClause::OrderBy(_)) {
+                    return unsupported("that clause inside a function call");
+                }
+            }
+        }
+        if function.null_treatment.is_some() {
+            return unsupported("IGNORE / RESPECT NULLS");
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn check_set_expr(body: &SetExpr) -> Flow {
+    match body {
+        SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::Values(_) => ControlFlow::Continue(()),
+        SetExpr::SetOperation { left, right, .. } => {
+            check_set_expr(left)?;
+            check_set_expr(right)
+        }
+        SetExpr::Table(_) => refuse(GuardError::Clause {
+            clause: "TABLE name",
+            hint: "Write SELECT * FROM name instead.",
+        }),
+        SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+            refuse(GuardError::DataModifying {
+                kind: statement_kind(s),
+            })
+        }
+    }
+}
+
+fn check_joins(from: &TableWithJoins) -> Flow {
+    for join in &from.joins {
+        match &join.join_operator {
+            JoinOperator::Join(_)
+            | JoinOperator::Inner(_)
+            | JoinOperator::Left(_)
+            | JoinOperator::LeftOuter(_)
+            | JoinOperator::Right(_)
+            | JoinOperator::RightOuter(_)
+            | JoinOperator::FullOuter(_)
+            | JoinOperator::CrossJoin(_) => {}
+            _ => {
+                return unsupported(
+                    "that kind of join (use JOIN, LEFT/RIGHT/FULL JOIN or CROSS JOIN)",
+                )
+            }
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+fn check_value(value: &Value) -> Flow {
+    match value {
+        Value::Number(..)
+        | Value::SingleQuotedString(_)
+        | Value::EscapedStringLiteral(_)
+        | Value::DollarQuotedString(_)
+        | Value::Boolean(_)
+        | Value::Null => ControlFlow::Continue(()),
+        Value::Placeholder(p) => refuse(GuardError::Clause {
+            clause: "a query parameter",
+            hint: if p.starts_with('$') {
+                "Write the value into the query as a literal; rowgate takes no parameters."
+            } else {
+                "Write the value into the query as a literal; `:name` placeholders are not supported."
+            },
+        }),
+        _ => unsupported("that kind of literal (write 'text', E'text' or a number)"),
+    }
+}
+
+/// Casts to object-identifier types look names up in the catalog (`'pg_shadow'::regclass`),
+/// which tells an agent what exists outside its policy.
+fn check_type(data_type: &DataType) -> Flow {
+    let name = match data_type {
+        DataType::Regclass => "regclass".to_string(),
+        DataType::Custom(name, _) => fold_name(name).unwrap_or_default().join("."),
+        DataType::Array(sqlparser::ast::ArrayElemTypeDef::AngleBracket(inner))
+        | DataType::Array(sqlparser::ast::ArrayElemTypeDef::SquareBracket(inner, _))
+        | DataType::Array(sqlparser::ast::ArrayElemTypeDef::Parenthesis(inner)) => {
+            return check_type(inner)
+        }
+        _ => return ControlFlow::Continue(()),
+    };
+    let last = name.rsplit('.').next().unwrap_or_default();
+    if last.starts_with("reg")
+        || name.starts_with("pg_catalog.reg")
+        || last == "oid"
+        || last == "xid"
+    {
+        return refuse(GuardError::Clause {
+            clause: "a cast to a catalog type (regclass, regproc, oid, ...)",
+            hint: "Cast to text, integer, numeric, date or timestamp instead.",
+        });
+    }
+    ControlFlow::Continue(())
+}
+
+fn short(expr: &Expr) -> String {
+    let text = expr.to_string();
+    if text.chars().count() > 60 {
+        format!("{}...", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}

@@ -1,0 +1,16 @@
+//! rowgate: a gateway that lets an AI agent's SQL read only the rows its caller may see.
+//!
+//! The modules follow the request, in pipeline order (see `DESIGN.md`):
+//! `parse` → `guard` → `resolve` → `rewrite`, driven by [`pipeline`]. `policy` loads the
+//! policy files those stages consult; `check` is an independent verifier of rewritten SQL,
+//! used by tests and fuzzing, that shares no code with `resolve`.
+
+pub mod check;
+pub mod guard;
+pub mod parse;
+pub mod pipeline;
+pub mod policy;
+pub mod refusal;
+pub mod resolve;
+pub mod rewrite;
+pub mod sql;

@@ -1,0 +1,503 @@
+//! Stage 3, resolve: decide what every name in the query refers to, as PostgreSQL would.
+//!
+//! Table names are looked up through the query's scopes: an agent CTE shadows a table only
+//! inside its own query (a non-recursive CTE's body sees earlier siblings, a recursive one
+//! sees its whole list), then policy tables, and anything else is refused. Column qualifiers
+//! are resolved to FROM items so that hidden columns are refused with a useful message and
+//! `public.invoices.amount` can be re-qualified once the table becomes a CTE.
+//!
+//! Like the guard, this is a sqlparser `Visitor`, so it reaches every subquery in every clause.
+//! As a last line, every table factor the visitor meets must have been resolved by the FROM
+//! clause that owns it; one that was not is refused rather than passed through.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, Ident, ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    TableFactor, TableWithJoins, Visit, Visitor,
+};
+
+use crate::policy::Policy;
+use crate::refusal::{ErrorCode, Refusal};
+use crate::sql::{fold, fold_name};
+
+/// Where a name starts in the agent's SQL: unique per token, so it identifies one reference.
+pub type Position = (u64, u64);
+
+fn position(ident: &Ident) -> Position {
+    (ident.span.start.line, ident.span.start.column)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("table `{written}` is not available")]
+    TableNotAllowed { written: String, available: String },
+    #[error("column `{column}` of table `{table}` is not available")]
+    ColumnNotAllowed {
+        column: String,
+        table: String,
+        available: String,
+    },
+    #[error("{what} is not supported")]
+    Unsupported { what: String },
+}
+
+impl Refusal for ResolveError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ResolveError::TableNotAllowed { .. } => ErrorCode::TableNotAllowed,
+            ResolveError::ColumnNotAllowed { .. } => ErrorCode::ColumnNotAllowed,
+            ResolveError::Unsupported { .. } => ErrorCode::StatementNotAllowed,
+        }
+    }
+
+    fn hint(&self) -> String {
+        match self {
+            ResolveError::TableNotAllowed { available, .. } if available.is_empty() => {
+                "No tables are available to this caller.".into()
+            }
+            ResolveError::TableNotAllowed { available, .. } => {
+                format!("Query only these tables: {available}.")
+            }
+            ResolveError::ColumnNotAllowed { table, available, .. } => {
+                format!("Use only these columns of {table}: {available}.")
+            }
+            ResolveError::Unsupported { .. } => {
+                "Rewrite the query with plain FROM items: tables, subqueries, or allowed set-returning functions.".into()
+            }
+        }
+    }
+}
+
+/// A reference to a policy table found in the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    pub table: String,
+    pub at: Position,
+    /// The name as written, e.g. `public.invoices`.
+    pub written: String,
+    /// Whether the agent gave it an alias; if not, the rewrite adds the table's own name.
+    pub has_alias: bool,
+}
+
+/// What resolve found: the inputs of the rewrite plan.
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    /// Policy-table references, in the order they appear in the query.
+    pub references: Vec<TableRef>,
+    /// Names of the agent's own CTEs (folded).
+    pub agent_ctes: BTreeSet<String>,
+    /// Every identifier in the query (folded): names the rewrite must not reuse.
+    pub names_in_use: HashSet<String>,
+    /// Column references and wildcards written `schema.table.x` whose `schema.` must go.
+    pub requalify: HashSet<Position>,
+}
+
+pub fn resolve(query: &Query, policy: &Policy) -> Result<Resolution, ResolveError> {
+    let mut resolver = Resolver {
+        policy,
+        stack: Vec::new(),
+        out: Resolution::default(),
+        resolved: HashSet::new(),
+    };
+    match query.visit(&mut resolver) {
+        ControlFlow::Break(error) => Err(error),
+        ControlFlow::Continue(()) => Ok(resolver.out),
+    }
+}
+
+/// What a FROM item stands for, under the name the rest of the query uses for it.
+#[derive(Debug, Clone)]
+struct Binding {
+    name: String,
+    kind: BindingKind,
+}
+
+#[derive(Debug, Clone)]
+enum BindingKind {
+    /// A policy table; `qualified` is its `schema.table` spelling when written without alias.
+    Policy {
+        table: String,
+        qualified: Option<(String, String)>,
+    },
+    /// An agent CTE, a subquery or a function: its columns are the agent's own business.
+    Other,
+}
+
+struct QueryFrame {
+    /// The query's CTE names and a pointer to each body, to know which body is being visited.
+    ctes: Vec<(String, *const Query)>,
+    recursive: bool,
+    /// How many of `ctes` are visible right now.
+    visible: usize,
+    body: *const Select,
+}
+
+struct SelectScope {
+    bindings: Vec<Binding>,
+    /// Output names of the select list (ORDER BY and GROUP BY may use them).
+    aliases: HashSet<String>,
+    select: *const Select,
+}
+
+enum Frame {
+    Query(QueryFrame),
+    Select(SelectScope),
+}
+
+struct Resolver<'p> {
+    policy: &'p Policy,
+    stack: Vec<Frame>,
+    out: Resolution,
+    /// Positions of table factors resolved by their FROM clause.
+    resolved: HashSet<Position>,
+}
+
+type Flow = ControlFlow<ResolveError>;
+
+impl Resolver<'_> {
+    fn table_not_allowed(&self, written: String) -> ResolveError {
+        ResolveError::TableNotAllowed {
+            written,
+            available: self.policy.table_list(),
+        }
+    }
+
+    /// Is `name` an agent CTE visible from here?
+    fn cte_visible(&self, name: &str) -> bool {
+        self.stack.iter().rev().any(|frame| match frame {
+            Frame::Query(q) => q.ctes[..q.visible].iter().any(|(n, _)| n == name),
+            Frame::Select(_) => false,
+        })
+    }
+
+    fn bind_from(&mut self, from: &TableWithJoins, bindings: &mut Vec<Binding>) -> Flow {
+        self.bind_factor(&from.relation, bindings)?;
+        for join in &from.joins {
+            self.bind_factor(&join.relation, bindings)?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn bind_factor(&mut self, factor: &TableFactor, bindings: &mut Vec<Binding>) -> Flow {
+        let (alias, kind) = match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
+                let kind = self.bind_table(name, alias.is_some())?;
+                let own_name = fold_name(name)
+                    .and_then(|p| p.last().cloned())
+                    .unwrap_or_default();
+                (
+                    alias.as_ref().map(|a| fold(&a.name)).unwrap_or(own_name),
+                    kind,
+                )
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if alias.is_some() {
+                    // PostgreSQL hides the inner names behind the alias; we keep it simple.
+                    return ControlFlow::Break(ResolveError::Unsupported {
+                        what: "an alias on a parenthesized join".into(),
+                    });
+                }
+                return self.bind_from(table_with_joins, bindings);
+            }
+            TableFactor::Table { alias, .. }
+            | TableFactor::Derived { alias, .. }
+            | TableFactor::Function { alias, .. }
+            | TableFactor::UNNEST { alias, .. } => (
+                alias.as_ref().map(|a| fold(&a.name)).unwrap_or_default(),
+                BindingKind::Other,
+            ),
+            _ => {
+                return ControlFlow::Break(ResolveError::Unsupported {
+                    what: "that kind of FROM item".into(),
+                })
+            }
+        };
+        bindings.push(Binding { name: alias, kind });
+        ControlFlow::Continue(())
+    }
+
+    fn bind_table(
+        &mut self,
+        name: &ObjectName,
+        has_alias: bool,
+    ) -> ControlFlow<ResolveError, BindingKind> {
+        let written = name.to_string();
+        let Some(parts) = fold_name(name) else {
+            return ControlFlow::Break(self.table_not_allowed(written));
+        };
+        let Some(first) = name.0.first().and_then(|p| p.as_ident()) else {
+            return ControlFlow::Break(self.table_not_allowed(written));
+        };
+        let at = position(first);
+        self.resolved.insert(at);
+        let (table, qualified) = match parts.as_slice() {
+            [table] if self.cte_visible(table) => return ControlFlow::Continue(BindingKind::Other),
+            [table] => (table.clone(), None),
+            [schema, table] => (table.clone(), Some((schema.clone(), table.clone()))),
+            _ => return ControlFlow::Break(self.table_not_allowed(written)),
+        };
+        let Some(policy) = self.policy.table(&table) else {
+            return ControlFlow::Break(self.table_not_allowed(written));
+        };
+        if let Some((schema, _)) = &qualified {
+            if *schema != policy.source.schema {
+                return ControlFlow::Break(self.table_not_allowed(written));
+            }
+        }
+        self.out.references.push(TableRef {
+            table: table.clone(),
+            at,
+            written,
+            has_alias,
+        });
+        let qualified = if has_alias { None } else { qualified };
+        ControlFlow::Continue(BindingKind::Policy { table, qualified })
+    }
+
+    /// The binding a qualifier names, innermost scope first (correlated subqueries see out).
+    fn binding(&self, qualifier: &[String]) -> Option<&Binding> {
+        self.scopes()
+            .flat_map(|s| s.bindings.iter())
+            .find(|b| match (qualifier, &b.kind) {
+                ([name], _) => b.name == *name,
+                (
+                    [schema, table],
+                    BindingKind::Policy {
+                        qualified: Some((s, t)),
+                        ..
+                    },
+                ) => s == schema && t == table,
+                _ => false,
+            })
+    }
+
+    fn scopes(&self) -> impl Iterator<Item = &SelectScope> {
+        self.stack.iter().rev().filter_map(|frame| match frame {
+            Frame::Select(scope) => Some(scope),
+            Frame::Query(_) => None,
+        })
+    }
+
+    fn check_column(&self, table: &str, column: &str) -> Flow {
+        match self.policy.table(table) {
+            Some(policy) if !policy.allows_column(column) => {
+                ControlFlow::Break(ResolveError::ColumnNotAllowed {
+                    column: column.to_string(),
+                    table: table.to_string(),
+                    available: policy.columns.as_deref().unwrap_or_default().join(", "),
+                })
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    /// `x.col`, `schema.x.col`: check the column, and note the schema part for removal.
+    fn qualified_column(&mut self, idents: &[Ident], wildcard: bool) -> Flow {
+        let parts: Vec<String> = idents.iter().map(fold).collect();
+        let (qualifier, column) = if wildcard {
+            (&parts[..], None)
+        } else {
+            match parts.split_last() {
+                Some((column, qualifier)) => (qualifier, Some(column)),
+                None => return ControlFlow::Continue(()),
+            }
+        };
+        let Some(binding) = self.binding(qualifier) else {
+            return ControlFlow::Continue(());
+        };
+        if let BindingKind::Policy { table, .. } = &binding.kind {
+            if let Some(column) = column {
+                self.check_column(table, column)?;
+            }
+            if qualifier.len() == 2 {
+                if let Some(first) = idents.first() {
+                    self.out.requalify.insert(position(first));
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// An unqualified column: refused only when every FROM item in reach is a policy table with
+    /// a known column list and none of them (nor an output alias) has it.
+    fn bare_column(&self, column: &str) -> Flow {
+        let mut hidden_in = None;
+        for scope in self.scopes() {
+            if scope.aliases.contains(column) {
+                return ControlFlow::Continue(());
+            }
+            for binding in &scope.bindings {
+                let BindingKind::Policy { table, .. } = &binding.kind else {
+                    return ControlFlow::Continue(());
+                };
+                match self.policy.table(table) {
+                    Some(p) if p.columns.is_some() => {
+                        if p.allows_column(column) {
+                            return ControlFlow::Continue(());
+                        }
+                        hidden_in.get_or_insert(table.as_str());
+                    }
+                    _ => return ControlFlow::Continue(()),
+                }
+            }
+        }
+        match hidden_in {
+            Some(table) => self.check_column(table, column),
+            None => ControlFlow::Continue(()),
+        }
+    }
+}
+
+impl Visitor for Resolver<'_> {
+    type Break = ResolveError;
+
+    fn pre_visit_query(&mut self, query: &Query) -> Flow {
+        // Entering a CTE body of the enclosing query: only some of its siblings are visible.
+        if let Some(Frame::Query(parent)) = self.stack.last_mut() {
+            if let Some(index) = parent
+                .ctes
+                .iter()
+                .position(|(_, body)| std::ptr::eq(*body, query))
+            {
+                parent.visible = if parent.recursive {
+                    parent.ctes.len()
+                } else {
+                    index
+                };
+            }
+        }
+        let (ctes, recursive) = match &query.with {
+            Some(with) => (
+                with.cte_tables
+                    .iter()
+                    .map(|cte| (fold(&cte.alias.name), &*cte.query as *const Query))
+                    .collect(),
+                with.recursive,
+            ),
+            None => (Vec::new(), false),
+        };
+        for (name, _) in &ctes {
+            self.out.agent_ctes.insert(name.clone());
+        }
+        let body = match &*query.body {
+            SetExpr::Select(select) => &**select as *const Select,
+            _ => std::ptr::null(),
+        };
+        self.stack.push(Frame::Query(QueryFrame {
+            ctes,
+            recursive,
+            visible: 0,
+            body,
+        }));
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &Query) -> Flow {
+        // Drop the body's select scope, kept alive for ORDER BY, then this query's frame.
+        if let Some(Frame::Select(_)) = self.stack.last() {
+            self.stack.pop();
+        }
+        self.stack.pop();
+        if let Some(Frame::Query(parent)) = self.stack.last_mut() {
+            if parent
+                .ctes
+                .iter()
+                .any(|(_, body)| std::ptr::eq(*body, query))
+            {
+                parent.visible = parent.ctes.len();
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> Flow {
+        let mut bindings = Vec::new();
+        for from in &select.from {
+            self.bind_from(from, &mut bindings)?;
+        }
+        let aliases = select
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::ExprWithAlias { alias, .. } => Some(fold(alias)),
+                _ => None,
+            })
+            .collect();
+        self.stack.push(Frame::Select(SelectScope {
+            bindings,
+            aliases,
+            select,
+        }));
+        for item in &select.projection {
+            if let SelectItem::QualifiedWildcard(
+                SelectItemQualifiedWildcardKind::ObjectName(name),
+                _,
+            ) = item
+            {
+                let idents: Vec<Ident> = name
+                    .0
+                    .iter()
+                    .filter_map(|p| p.as_ident().cloned())
+                    .collect();
+                self.qualified_column(&idents, true)?;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_select(&mut self, select: &Select) -> Flow {
+        let keep_for_order_by =
+            self.stack.iter().rev().nth(1).is_some_and(
+                |frame| matches!(frame, Frame::Query(q) if std::ptr::eq(q.body, select)),
+            );
+        let is_top =
+            matches!(self.stack.last(), Some(Frame::Select(s)) if std::ptr::eq(s.select, select));
+        if is_top && !keep_for_order_by {
+            self.stack.pop();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> Flow {
+        if let TableFactor::Table {
+            name, args: None, ..
+        } = factor
+        {
+            let at = name.0.first().and_then(|p| p.as_ident()).map(position);
+            if !at.is_some_and(|at| self.resolved.contains(&at)) {
+                return ControlFlow::Break(ResolveError::Unsupported {
+                    what: format!("the table reference `{name}` in that position"),
+                });
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> Flow {
+        match expr {
+            Expr::CompoundIdentifier(idents) => self.qualified_column(idents, false),
+            Expr::Identifier(ident) => self.bare_column(&fold(ident)),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_ident(&mut self, ident: &Ident) -> Flow {
+        self.out.names_in_use.insert(fold(ident));
+        ControlFlow::Continue(())
+    }
+}
+
+/// Positions of every policy reference, for the rewrite's lookups.
+pub fn reference_index(resolution: &Resolution) -> HashMap<Position, &TableRef> {
+    resolution.references.iter().map(|r| (r.at, r)).collect()
+}

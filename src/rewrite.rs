@@ -1,0 +1,297 @@
+//! Stage 4, rewrite: turn a resolved query into one that reads permission CTEs only.
+//!
+//! First a [`Plan`] is computed (which references become which CTE, which CTEs read which
+//! permission view with which columns): it is a plain value, and it is what a dry run reports.
+//! Then the plan is applied to the tree and the tree is printed. Nothing is spliced as text:
+//! every name that goes in is an `Ident` that PostgreSQL reads back as the same name.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+use sqlparser::ast::{
+    Cte, CteAsMaterialized, Expr, GroupByExpr, Ident, ObjectName, ObjectNamePart, Query, Select,
+    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableAlias, TableFactor,
+    TableWithJoins, VisitMut, VisitorMut, WildcardAdditionalOptions, With,
+};
+use sqlparser::tokenizer::{Span, Token, TokenWithSpan};
+
+use crate::policy::Policy;
+use crate::resolve::{Position, Resolution};
+use crate::sql::{ident, object_name};
+
+/// The schema holding one permission view per policy table (created by `rowgate install`).
+pub const VIEW_SCHEMA: &str = "rowgate";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// One per policy table the query reads, in order of first reference.
+    pub ctes: Vec<PermissionCte>,
+    /// Every reference to a policy table, in query order.
+    pub references: Vec<PlannedReference>,
+    /// The agent's own CTE names: left as they are.
+    pub agent_ctes: Vec<String>,
+    #[serde(skip)]
+    requalify: HashSet<Position>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PermissionCte {
+    pub table: String,
+    /// The CTE's name in the rewritten query; never one of the agent's names.
+    pub name: String,
+    /// The permission view it reads, `rowgate.<table>`.
+    pub view: String,
+    /// The columns it selects, in table order; `None` when the policy lists none, in which case
+    /// the view's own column list (the allowed columns) is used.
+    pub columns: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedReference {
+    pub table: String,
+    pub written: String,
+    pub line: u64,
+    pub column: u64,
+    pub cte: String,
+    #[serde(skip)]
+    at: Position,
+    #[serde(skip)]
+    has_alias: bool,
+}
+
+impl Plan {
+    pub fn new(resolution: Resolution, policy: &Policy) -> Plan {
+        let mut ctes: Vec<PermissionCte> = Vec::new();
+        let mut taken = resolution.names_in_use;
+        taken.extend(resolution.agent_ctes.iter().cloned());
+        let mut references = Vec::new();
+        for reference in resolution.references {
+            let cte = match ctes.iter().find(|c| c.table == reference.table) {
+                Some(cte) => cte.name.clone(),
+                None => {
+                    let name = unused_name(&format!("rg_{}", reference.table), &mut taken);
+                    let columns = policy
+                        .table(&reference.table)
+                        .and_then(|t| t.columns.clone());
+                    ctes.push(PermissionCte {
+                        table: reference.table.clone(),
+                        name: name.clone(),
+                        view: format!("{VIEW_SCHEMA}.{}", ident(&reference.table)),
+                        columns,
+                    });
+                    name
+                }
+            };
+            references.push(PlannedReference {
+                table: reference.table,
+                written: reference.written,
+                line: reference.at.0,
+                column: reference.at.1,
+                cte,
+                at: reference.at,
+                has_alias: reference.has_alias,
+            });
+        }
+        Plan {
+            ctes,
+            references,
+            agent_ctes: resolution.agent_ctes.into_iter().collect(),
+            requalify: resolution.requalify,
+        }
+    }
+
+    /// Rewrites `query` in place according to the plan.
+    pub fn apply(&self, query: &mut Query) {
+        let by_position: HashMap<Position, &PlannedReference> =
+            self.references.iter().map(|r| (r.at, r)).collect();
+        let mut applier = Applier {
+            references: by_position,
+            requalify: &self.requalify,
+        };
+        let _ = query.visit(&mut applier);
+        if self.ctes.is_empty() {
+            return;
+        }
+        let permission_ctes = self.ctes.iter().map(permission_cte);
+        match &mut query.with {
+            Some(with) => {
+                let agent = std::mem::take(&mut with.cte_tables);
+                with.cte_tables = permission_ctes.chain(agent).collect();
+            }
+            None => {
+                query.with = Some(With {
+                    with_token: token(),
+                    recursive: false,
+                    cte_tables: permission_ctes.collect(),
+                })
+            }
+        }
+    }
+}
+
+fn unused_name(base: &str, taken: &mut HashSet<String>) -> String {
+    let mut name = base.to_string();
+    let mut n = 1;
+    while taken.contains(&name) {
+        name = format!("{base}_{n}");
+        n += 1;
+    }
+    taken.insert(name.clone());
+    name
+}
+
+fn token() -> sqlparser::ast::helpers::attached_token::AttachedToken {
+    sqlparser::ast::helpers::attached_token::AttachedToken(TokenWithSpan::new(
+        Token::EOF,
+        Span::empty(),
+    ))
+}
+
+/// `name AS NOT MATERIALIZED (SELECT cols FROM rowgate.table)`: NOT MATERIALIZED so that a
+/// table referenced twice (a self-join) is still inlined and its indexes used.
+fn permission_cte(cte: &PermissionCte) -> Cte {
+    let projection = match &cte.columns {
+        Some(columns) => columns
+            .iter()
+            .map(|c| SelectItem::UnnamedExpr(Expr::Identifier(ident(c))))
+            .collect(),
+        None => vec![SelectItem::Wildcard(WildcardAdditionalOptions::default())],
+    };
+    let select = Select {
+        select_token: token(),
+        optimizer_hints: vec![],
+        distinct: None,
+        select_modifiers: None,
+        top: None,
+        top_before_distinct: false,
+        projection,
+        exclude: None,
+        into: None,
+        from: vec![TableWithJoins {
+            relation: TableFactor::Table {
+                name: object_name(&[VIEW_SCHEMA, &cte.table]),
+                alias: None,
+                args: None,
+                with_hints: vec![],
+                version: None,
+                with_ordinality: false,
+                partitions: vec![],
+                json_path: None,
+                sample: None,
+                index_hints: vec![],
+            },
+            joins: vec![],
+        }],
+        lateral_views: vec![],
+        prewhere: None,
+        selection: None,
+        connect_by: vec![],
+        group_by: GroupByExpr::Expressions(vec![], vec![]),
+        cluster_by: vec![],
+        distribute_by: vec![],
+        sort_by: vec![],
+        having: None,
+        named_window: vec![],
+        qualify: None,
+        window_before_qualify: false,
+        value_table_mode: None,
+        flavor: SelectFlavor::Standard,
+    };
+    Cte {
+        alias: TableAlias {
+            explicit: false,
+            name: ident(&cte.name),
+            columns: vec![],
+            at: None,
+        },
+        query: Box::new(Query {
+            with: None,
+            body: Box::new(SetExpr::Select(Box::new(select))),
+            order_by: None,
+            limit_clause: None,
+            fetch: None,
+            locks: vec![],
+            for_clause: None,
+            settings: None,
+            format_clause: None,
+            pipe_operators: vec![],
+        }),
+        from: None,
+        materialized: Some(CteAsMaterialized::NotMaterialized),
+        closing_paren_token: token(),
+    }
+}
+
+struct Applier<'a> {
+    references: HashMap<Position, &'a PlannedReference>,
+    requalify: &'a HashSet<Position>,
+}
+
+fn first_position(name: &ObjectName) -> Option<Position> {
+    name.0
+        .first()
+        .and_then(|p| p.as_ident())
+        .map(|i| (i.span.start.line, i.span.start.column))
+}
+
+impl Applier<'_> {
+    fn requalifies(&self, first: Option<&Ident>) -> bool {
+        first.is_some_and(|i| {
+            self.requalify
+                .contains(&(i.span.start.line, i.span.start.column))
+        })
+    }
+}
+
+impl VisitorMut for Applier<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = factor
+        {
+            if let Some(reference) = first_position(name).and_then(|p| self.references.get(&p)) {
+                *name = ObjectName(vec![ObjectNamePart::Identifier(ident(&reference.cte))]);
+                if !reference.has_alias {
+                    // Keeps `invoices.amount` (and, re-qualified, `public.invoices.amount`) valid.
+                    *alias = Some(TableAlias {
+                        explicit: true,
+                        name: ident(&reference.table),
+                        columns: vec![],
+                        at: None,
+                    });
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::CompoundIdentifier(idents) = expr {
+            if self.requalifies(idents.first()) {
+                idents.remove(0);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        for item in &mut select.projection {
+            if let SelectItem::QualifiedWildcard(
+                SelectItemQualifiedWildcardKind::ObjectName(name),
+                _,
+            ) = item
+            {
+                if self.requalifies(name.0.first().and_then(|p| p.as_ident())) {
+                    name.0.remove(0);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
