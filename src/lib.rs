@@ -14,3 +14,5 @@ pub mod refusal;
 pub mod resolve;
 pub mod rewrite;
 pub mod sql;
+pub mod encode;
+pub mod install;

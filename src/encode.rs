@@ -1,0 +1,1 @@
+//! Stage 8, encode: PostgreSQL values to JSON (being written).

@@ -1,0 +1,1 @@
+//! `rowgate install`: permission views, identity functions and the serving role (being written).
