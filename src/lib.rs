@@ -5,9 +5,14 @@
 //! policy files those stages consult; `check` is an independent verifier of rewritten SQL,
 //! used by tests and fuzzing, that shares no code with `resolve`.
 
+pub mod auth;
 pub mod caller;
+pub mod catalog;
 pub mod check;
+pub mod encode;
+pub mod execute;
 pub mod guard;
+pub mod install;
 pub mod parse;
 pub mod pipeline;
 pub mod policy;
@@ -15,5 +20,5 @@ pub mod refusal;
 pub mod resolve;
 pub mod rewrite;
 pub mod sql;
-pub mod encode;
-pub mod install;
+// pub mod http; (enabled once encode lands)
+pub mod metrics;

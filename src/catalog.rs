@@ -1,0 +1,119 @@
+//! What the database says the permission views look like: column names and types, and the
+//! descriptions to show an agent. Read once at start-up, as the serving role (the views and
+//! `pg_description` are readable by it; base tables are not needed).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::policy::Policy;
+use crate::rewrite::VIEW_SCHEMA;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ColumnDesc {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableDesc {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub columns: Vec<ColumnDesc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub tables: BTreeMap<String, TableDesc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("permission view {VIEW_SCHEMA}.{0} is missing or not readable: run `rowgate install`")]
+    MissingView(String),
+    #[error("cannot read the catalog: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+const COLUMNS: &str = "
+SELECT a.attname::text,
+       format_type(a.atttypid, a.atttypmod),
+       col_description(src.oid, sa.attnum)
+FROM pg_attribute a
+LEFT JOIN pg_class src ON src.oid = to_regclass($2)
+LEFT JOIN pg_attribute sa ON sa.attrelid = src.oid AND sa.attname = a.attname AND NOT sa.attisdropped
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum";
+
+impl Catalog {
+    pub async fn load(
+        client: &tokio_postgres::Client,
+        policy: &Policy,
+    ) -> Result<Catalog, CatalogError> {
+        let statement = client.prepare(COLUMNS).await?;
+        let mut tables = BTreeMap::new();
+        for table in policy.tables.values() {
+            let view = format!("{VIEW_SCHEMA}.{}", crate::sql::ident(&table.name));
+            let source = table.source.to_string();
+            let rows = client.query(&statement, &[&view, &source]).await?;
+            if rows.is_empty() {
+                return Err(CatalogError::MissingView(table.name.clone()));
+            }
+            let columns = rows
+                .iter()
+                .map(|row| ColumnDesc {
+                    name: row.get(0),
+                    type_name: row.get(1),
+                    description: row.get(2),
+                })
+                .collect();
+            tables.insert(
+                table.name.clone(),
+                TableDesc {
+                    name: table.name.clone(),
+                    description: table.description.clone(),
+                    columns,
+                },
+            );
+        }
+        Ok(Catalog { tables })
+    }
+
+    /// The policy with every table's column list made explicit, so permission CTEs name their
+    /// columns (in view order) instead of `*`.
+    pub fn complete(&self, policy: &Policy) -> Policy {
+        let mut policy = policy.clone();
+        for (name, table) in policy.tables.iter_mut() {
+            if let Some(desc) = self.tables.get(name) {
+                table.columns = Some(desc.columns.iter().map(|c| c.name.clone()).collect());
+            }
+        }
+        policy
+    }
+
+    /// Prompt-ready text for an agent's system prompt.
+    pub fn to_text(&self) -> String {
+        let mut out = String::from(
+            "You can query these PostgreSQL tables with one read-only SELECT (rows are already limited to what the user may see):\n",
+        );
+        for table in self.tables.values() {
+            out.push_str(&format!("\nTABLE {}", table.name));
+            if let Some(description) = &table.description {
+                out.push_str(&format!(" -- {description}"));
+            }
+            out.push('\n');
+            for column in &table.columns {
+                out.push_str(&format!("  {} {}", column.name, column.type_name));
+                if let Some(description) = &column.description {
+                    out.push_str(&format!(" -- {description}"));
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+}

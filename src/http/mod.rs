@@ -1,0 +1,96 @@
+//! The HTTP edge: routes, the JSON error shape, and the one place where error codes become
+//! HTTP statuses. Handlers live in `query`, `schema` and `ops`.
+
+mod ops;
+mod query;
+mod schema;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::auth::ApiKeys;
+use crate::catalog::Catalog;
+use crate::execute::Executor;
+use crate::metrics::Metrics;
+use crate::parse::Limits;
+use crate::policy::Policy;
+use crate::refusal::{ErrorCode, Refusal};
+
+/// Largest request body accepted. The SQL cap is far smaller; this only bounds what is read.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct AppState {
+    /// The policy with column lists completed from the catalog.
+    pub policy: Policy,
+    pub catalog: Catalog,
+    pub executor: Executor,
+    pub keys: ApiKeys,
+    pub limits: Limits,
+    pub max_rows: usize,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/query", post(query::handle))
+        .route("/v1/schema", get(schema::handle))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+pub fn status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidRequest | ErrorCode::ParseError => StatusCode::BAD_REQUEST,
+        ErrorCode::StatementNotAllowed
+        | ErrorCode::TableNotAllowed
+        | ErrorCode::ColumnNotAllowed
+        | ErrorCode::FunctionNotAllowed
+        | ErrorCode::UnknownUser => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::QueryFailed => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// An error as the API shows it: `{"error": {"code", "message", "hint"}}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub hint: String,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> ApiError {
+        ApiError { code: ErrorCode::InvalidRequest, message: message.into(), hint: hint.into() }
+    }
+}
+
+impl<E: Refusal> From<E> for ApiError {
+    fn from(error: E) -> ApiError {
+        ApiError { code: error.code(), message: error.to_string(), hint: error.hint() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message, "hint": self.hint}});
+        (status(self.code), Json(body)).into_response()
+    }
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    state.keys.check(header).map_err(ApiError::from)
+}

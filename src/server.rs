@@ -1,0 +1,192 @@
+//! `rowgate serve`: start-up checks that refuse an unsafe configuration, then the HTTP server
+//! with graceful shutdown.
+//!
+//! The checks are the database side of the layers of defense: a gateway that connects as a
+//! superuser, a BYPASSRLS role, or a role that can read any table outside `rowgate` would turn
+//! a rewrite bug into a leak, so it does not start (unless `--insecure`, for experiments).
+
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::auth::ApiKeys;
+use crate::caller::IdentityKey;
+use crate::catalog::{Catalog, CatalogError};
+use crate::execute::{ExecuteConfig, Executor};
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use crate::parse::Limits;
+use crate::policy::{Policy, PolicyError, Rule};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("refusing to listen on {0} without an API key: set ROWGATE_API_KEYS, or bind to 127.0.0.1")]
+    NoKeyOnNetwork(SocketAddr),
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot reach the database: {0}")]
+    Database(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("refusing to serve as role `{role}`: {problem}. {fix} (or pass --insecure for an experiment)")]
+    UnsafeRole { role: String, problem: String, fix: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub database: tokio_postgres::Config,
+    pub bind: SocketAddr,
+    pub api_keys: ApiKeys,
+    pub policies: PathBuf,
+    pub key: IdentityKey,
+    pub max_rows: usize,
+    pub execute: ExecuteConfig,
+    pub limits: Limits,
+    pub insecure: bool,
+}
+
+/// Everything `serve` does before listening: load, check, and build the shared state.
+pub async fn prepare(config: &ServeConfig) -> Result<Arc<AppState>, ServeError> {
+    if !config.bind.ip().is_loopback() && config.api_keys.is_empty() {
+        return Err(ServeError::NoKeyOnNetwork(config.bind));
+    }
+    let policy = Policy::load_dir(&config.policies)?;
+    let executor = Executor::new(config.database.clone(), config.key.clone(), config.execute.clone())
+        .map_err(ServeError::Setup)?;
+    let client = executor.pool().get().await.map_err(|e| ServeError::Database(e.to_string()))?;
+    if !config.insecure {
+        check_role(&client, &policy).await?;
+    }
+    let catalog = Catalog::load(&client, &policy).await?;
+    drop(client);
+    let metrics = Metrics::new().map_err(|e| ServeError::Setup(e.to_string()))?;
+    Ok(Arc::new(AppState {
+        policy: catalog.complete(&policy),
+        catalog,
+        executor,
+        keys: config.api_keys.clone(),
+        limits: config.limits,
+        max_rows: config.max_rows,
+        metrics,
+    }))
+}
+
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let state = prepare(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServeError::Bind { addr: config.bind, source })?;
+    tracing::info!(bind = %config.bind, policy = %state.policy.version, "rowgate is serving");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| ServeError::Setup(e.to_string()))
+}
+
+/// SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+const ROLE: &str = "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user";
+
+/// Relations outside rowgate's schema that the role can read: should be none.
+const READABLE: &str = "
+SELECT n.nspname || '.' || c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'rowgate')
+  AND n.nspname NOT LIKE 'pg_toast%'
+  AND has_table_privilege(c.oid, 'SELECT')
+ORDER BY 1 LIMIT 5";
+
+async fn check_role(client: &tokio_postgres::Client, policy: &Policy) -> Result<(), ServeError> {
+    let db = |e: tokio_postgres::Error| ServeError::Database(e.to_string());
+    let row = client.query_one(ROLE, &[]).await.map_err(db)?;
+    let role: String = row.get(0);
+    let unsafe_role = |problem: &str, fix: String| ServeError::UnsafeRole {
+        role: role.clone(),
+        problem: problem.into(),
+        fix,
+    };
+    if row.get::<_, bool>(1) {
+        return Err(unsafe_role(
+            "it is a superuser, which ignores every permission",
+            "Connect as the role `rowgate install` created (rowgate_agent) in DATABASE_URL.".into(),
+        ));
+    }
+    if row.get::<_, bool>(2) {
+        return Err(unsafe_role(
+            "it has BYPASSRLS",
+            format!("Run ALTER ROLE \"{role}\" NOBYPASSRLS."),
+        ));
+    }
+    let readable: Vec<String> =
+        client.query(READABLE, &[]).await.map_err(db)?.iter().map(|r| r.get(0)).collect();
+    if !readable.is_empty() {
+        return Err(unsafe_role(
+            &format!("it can read tables directly ({})", readable.join(", ")),
+            format!("Run REVOKE SELECT ON those tables FROM \"{role}\" (and from PUBLIC), or re-run `rowgate install`."),
+        ));
+    }
+    // The policy's own sources, named explicitly in case they live in an excluded schema.
+    for name in policy_relations(policy) {
+        let readable = client
+            .query_one(
+                "SELECT coalesce(has_table_privilege(to_regclass($1), 'SELECT'), false)",
+                &[&name],
+            )
+            .await
+            .map_err(db)?;
+        if readable.get::<_, bool>(0) {
+            return Err(unsafe_role(
+                &format!("it can read {name} directly"),
+                format!("Run REVOKE ALL ON {name} FROM \"{role}\", PUBLIC."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every relation a policy reads: sources, and tables named in rules and attribute queries.
+fn policy_relations(policy: &Policy) -> Vec<String> {
+    let mut names: Vec<String> = policy.tables.values().map(|t| t.source.to_string()).collect();
+    let mut collect = |name: &sqlparser::ast::ObjectName| {
+        names.push(name.to_string());
+        ControlFlow::<()>::Continue(())
+    };
+    for table in policy.tables.values() {
+        if let Rule::Rows(fragment) = &table.rule {
+            let _ = sqlparser::ast::visit_relations(&fragment.ast, &mut collect);
+        }
+    }
+    for fragment in policy.subject.attributes.values().chain(policy.subject.exists.iter()) {
+        let _ = sqlparser::ast::visit_relations(&*fragment.ast, &mut collect);
+    }
+    names.sort();
+    names.dedup();
+    names
+}
