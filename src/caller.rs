@@ -28,7 +28,10 @@ pub enum CallerError {
     #[error("the user id contains a control character")]
     ControlCharacter,
     #[error("cannot read the identity key file {path}: {source}")]
-    KeyFile { path: String, source: std::io::Error },
+    KeyFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the identity key file {path} must hold {KEY_BYTES} bytes as hex")]
     BadKey { path: String },
 }
@@ -62,8 +65,10 @@ impl IdentityKey {
 
     pub fn read(path: &Path) -> Result<IdentityKey, CallerError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| CallerError::KeyFile { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| CallerError::KeyFile {
+            path: shown.clone(),
+            source,
+        })?;
         IdentityKey::from_hex(&text).ok_or(CallerError::BadKey { path: shown })
     }
 

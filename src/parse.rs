@@ -48,6 +48,8 @@ pub enum ParseError {
     },
     #[error("U& Unicode-escape syntax at line {line}, column {column} is not accepted")]
     UnicodeEscape { line: u64, column: u64 },
+    #[error("a number runs into the word `{word}` at line {line}, column {column}")]
+    NumberRunsIntoWord { word: String, line: u64, column: u64 },
     #[error("the SQL does not parse: {0}")]
     Syntax(String),
 }
@@ -71,6 +73,9 @@ impl Refusal for ParseError {
             }
             ParseError::UnicodeEscape { .. } => {
                 "Write identifiers and strings plainly (\"name\", 'text'), without U&.".into()
+            }
+            ParseError::NumberRunsIntoWord { .. } => {
+                "Write numbers in decimal (no 0x/0b/0o prefixes, no _ separators) and put a space between a number and a name.".into()
             }
             ParseError::Syntax(_) => {
                 "Fix the syntax at the position given; write one PostgreSQL SELECT query.".into()
@@ -110,7 +115,10 @@ pub fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, ParseError> {
     Ok(statements)
 }
 
-/// One pass over the tokens: refuse `U&` escapes and measure nesting.
+/// One pass over the tokens: refuse `U&` escapes and numbers glued to words, and measure nesting.
+///
+/// A number directly followed by a word is `0b101`, `0o17`, `1_000` or `123abc`: PostgreSQL 16
+/// reads the first three as one number and refuses the last, while sqlparser reads `0 AS b101`.
 ///
 /// The depth measured bounds the depth of the tree the parser will build: every open
 /// parenthesis or CASE opens a level, and every operator adds one to its level (a chain
@@ -121,8 +129,19 @@ fn check_tokens(tokens: &[TokenWithSpan], max_depth: usize) -> Result<(), ParseE
     let mut levels: Vec<usize> = vec![0];
     let mut depth: usize = 1;
     let mut previous_word_u = false;
+    let mut previous_number = false;
     for token in tokens {
         let start = token.span.start;
+        if previous_number {
+            if let Token::Word(w) = &token.token {
+                return Err(ParseError::NumberRunsIntoWord {
+                    word: w.value.clone(),
+                    line: start.line,
+                    column: start.column,
+                });
+            }
+        }
+        previous_number = matches!(token.token, Token::Number(..));
         if previous_word_u && matches!(token.token, Token::Ampersand) {
             return Err(ParseError::UnicodeEscape {
                 line: start.line,

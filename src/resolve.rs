@@ -14,8 +14,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, Ident, ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
-    TableFactor, TableWithJoins, Visit, Visitor,
+    Expr, FunctionArg, FunctionArguments, Ident, ObjectName, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, TableFactor, TableWithJoins, Visit, Visitor,
 };
 
 use crate::policy::Policy;
@@ -100,6 +100,7 @@ pub fn resolve(query: &Query, policy: &Policy) -> Result<Resolution, ResolveErro
         stack: Vec::new(),
         out: Resolution::default(),
         resolved: HashSet::new(),
+        argument_names: HashSet::new(),
     };
     match query.visit(&mut resolver) {
         ControlFlow::Break(error) => Err(error),
@@ -152,6 +153,8 @@ struct Resolver<'p> {
     out: Resolution,
     /// Positions of table factors resolved by their FROM clause.
     resolved: HashSet<Position>,
+    /// Positions of argument names (`days` in `make_interval(days => 1)`): not columns.
+    argument_names: HashSet<Position>,
 }
 
 type Flow = ControlFlow<ResolveError>;
@@ -239,6 +242,13 @@ impl Resolver<'_> {
             return ControlFlow::Break(self.table_not_allowed(written));
         };
         let at = position(first);
+        if at == (0, 0) {
+            // Positions identify references for the rewrite; a name without one (sqlparser
+            // makes a few up) cannot be tracked, so it is not accepted.
+            return ControlFlow::Break(ResolveError::Unsupported {
+                what: format!("the table reference `{written}` in that form"),
+            });
+        }
         self.resolved.insert(at);
         let (table, qualified) = match parts.as_slice() {
             [table] if self.cte_visible(table) => return ControlFlow::Continue(BindingKind::Other),
@@ -260,8 +270,28 @@ impl Resolver<'_> {
             written,
             has_alias,
         });
-        let qualified = if has_alias { None } else { qualified };
+        // Without an alias, PostgreSQL matches `schema.table.column` against the relation the
+        // name resolved to, however the FROM item was written (`FROM invoices` and
+        // `public.invoices.amount` go together).
+        let qualified = if has_alias {
+            None
+        } else {
+            Some((policy.source.schema.clone(), table.clone()))
+        };
         ControlFlow::Continue(BindingKind::Policy { table, qualified })
+    }
+
+    /// Remembers where argument names stand, so that they are not taken for columns.
+    fn note_argument_names(&mut self, args: &[FunctionArg]) {
+        for arg in args {
+            if let FunctionArg::ExprNamed {
+                name: Expr::Identifier(ident),
+                ..
+            } = arg
+            {
+                self.argument_names.insert(position(ident));
+            }
+        }
     }
 
     /// The binding a qualifier names, innermost scope first (correlated subqueries see out).
@@ -469,6 +499,13 @@ impl Visitor for Resolver<'_> {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> Flow {
+        match factor {
+            TableFactor::Table {
+                args: Some(args), ..
+            } => self.note_argument_names(&args.args),
+            TableFactor::Function { args, .. } => self.note_argument_names(args),
+            _ => {}
+        }
         if let TableFactor::Table {
             name, args: None, ..
         } = factor
@@ -486,7 +523,16 @@ impl Visitor for Resolver<'_> {
     fn pre_visit_expr(&mut self, expr: &Expr) -> Flow {
         match expr {
             Expr::CompoundIdentifier(idents) => self.qualified_column(idents, false),
+            Expr::Identifier(ident) if self.argument_names.contains(&position(ident)) => {
+                ControlFlow::Continue(())
+            }
             Expr::Identifier(ident) => self.bare_column(&fold(ident)),
+            Expr::Function(function) => {
+                if let FunctionArguments::List(list) = &function.args {
+                    self.note_argument_names(&list.args);
+                }
+                ControlFlow::Continue(())
+            }
             _ => ControlFlow::Continue(()),
         }
     }

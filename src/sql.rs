@@ -7,10 +7,14 @@ use sqlparser::dialect::PostgreSqlDialect;
 pub const DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
 
 /// The name PostgreSQL looks up for an identifier: unquoted folds to lower case, quoted is kept.
+///
+/// PostgreSQL (on a UTF-8 database) folds ASCII letters only: `\u{212A}` (KELVIN SIGN) stays
+/// what it is, although Unicode lower-cases it to `k`. Folding more than PostgreSQL does would
+/// let a name the agent wrote look like a policy table (or an agent CTE) that it is not.
 pub fn fold(ident: &Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
+        None => ident.value.to_ascii_lowercase(),
     }
 }
 
@@ -179,5 +183,13 @@ mod tests {
         assert_eq!(ident("Invoices").to_string(), "\"Invoices\"");
         assert_eq!(ident("only").to_string(), "\"only\"");
         assert!(is_reserved("only") && !is_reserved("invoices"));
+    }
+
+    #[test]
+    fn folding_is_ascii_only_like_postgresql() {
+        assert_eq!(fold(&Ident::new("InVoIcEs")), "invoices");
+        assert_eq!(fold(&Ident::new("bloc\u{212A}s")), "bloc\u{212A}s");
+        assert_eq!(fold(&Ident::new("\u{c9}T\u{c9}")), "\u{c9}t\u{c9}");
+        assert_eq!(fold(&Ident::with_quote('"', "Invoices")), "Invoices");
     }
 }

@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArgumentClause, FunctionArguments,
-    Ident, JoinOperator, LimitClause, ObjectName, Query, Select, SelectItem, SetExpr, Statement,
-    TableFactor, TableWithJoins, Value, Visit, Visitor,
+    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgOperator,
+    FunctionArgumentClause, FunctionArguments, Ident, JoinOperator, LimitClause, ObjectName, Query,
+    Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Value, Visit, Visitor,
 };
 
 pub use functions::{builtin, never_allowed, BUILTIN};
@@ -45,6 +45,8 @@ pub enum GuardError {
         line: u64,
         column: u64,
     },
+    #[error("`{quote}{name}{quote}` is not a name in PostgreSQL: only double quotes quote a name")]
+    QuotedName { name: String, quote: char },
     #[error("function `{name}` is not allowed{}", reason.map(|r| format!(": {r}")).unwrap_or_default())]
     Function {
         name: String,
@@ -56,7 +58,9 @@ impl Refusal for GuardError {
     fn code(&self) -> ErrorCode {
         match self {
             GuardError::Function { .. } => ErrorCode::FunctionNotAllowed,
-            GuardError::ReservedWord { .. } => ErrorCode::ParseError,
+            GuardError::ReservedWord { .. } | GuardError::QuotedName { .. } => {
+                ErrorCode::ParseError
+            }
             _ => ErrorCode::StatementNotAllowed,
         }
     }
@@ -75,6 +79,9 @@ impl Refusal for GuardError {
             }
             GuardError::ReservedWord { word, .. } => format!(
                 "If `{word}` is a table or column name, write it in double quotes: \"{word}\". `FROM ONLY t` is not supported: write `FROM t`."
+            ),
+            GuardError::QuotedName { name, .. } => format!(
+                "Write names plainly or in double quotes (\"{name}\"); single quotes make a string."
             ),
             GuardError::Function { reason: Some(_), .. } => {
                 "This function is never available to queries; compute the answer with plain SELECT expressions.".into()
@@ -311,6 +318,7 @@ impl Visitor for Checker<'_> {
                         if args.settings.is_some() {
                             return unsupported("function SETTINGS");
                         }
+                        check_arguments(&args.args)?;
                         self.allow
                             .check(name)
                             .map_or_else(refuse, ControlFlow::Continue)?;
@@ -320,7 +328,10 @@ impl Visitor for Checker<'_> {
                 alias
             }
             TableFactor::Derived { alias, .. } => alias,
-            TableFactor::Function { name, alias, .. } => {
+            TableFactor::Function {
+                name, alias, args, ..
+            } => {
+                check_arguments(args)?;
                 self.allow
                     .check(name)
                     .map_or_else(refuse, ControlFlow::Continue)?;
@@ -364,6 +375,18 @@ impl Visitor for Checker<'_> {
         ControlFlow::Continue(())
     }
 
+    /// sqlparser takes `'name'` (and, in some positions, other quotes) for a name; PostgreSQL
+    /// reads `'...'` as a string, so the two would disagree about what the query names.
+    fn pre_visit_ident(&mut self, ident: &Ident) -> Flow {
+        match ident.quote_style {
+            None | Some('"') => ControlFlow::Continue(()),
+            Some(quote) => refuse(GuardError::QuotedName {
+                name: ident.value.clone(),
+                quote,
+            }),
+        }
+    }
+
     fn pre_visit_expr(&mut self, expr: &Expr) -> Flow {
         match expr {
             Expr::Identifier(ident) => check_name_ident(ident),
@@ -384,6 +407,10 @@ impl Visitor for Checker<'_> {
             Expr::BinaryOp { op, .. } => match op {
                 BinaryOperator::PGCustomBinaryOperator(_) => {
                     unsupported("OPERATOR(schema.op) syntax (write the operator plainly)")
+                }
+                // sqlparser reads `f(x := 1)` as an expression; PostgreSQL as a named argument.
+                BinaryOperator::Assignment => {
+                    unsupported("`:=` (name a function argument with `name => value`)")
                 }
                 _ => ControlFlow::Continue(()),
             },
@@ -450,6 +477,7 @@ impl Checker<'_> {
             return unsupported("ODBC or parametric function syntax");
         }
         if let FunctionArguments::List(list) = &function.args {
+            check_arguments(&list.args)?;
             for clause in &list.clauses {
                 if !matches!(clause, FunctionArgumentClause::OrderBy(_)) {
                     return unsupported("that clause inside a function call");
@@ -480,6 +508,25 @@ fn check_set_expr(body: &SetExpr) -> Flow {
             })
         }
     }
+}
+
+/// PostgreSQL names an argument with a plain name and `=>` (or the older `:=`); sqlparser also
+/// accepts an expression there, and other operators, which PostgreSQL would read differently.
+fn check_arguments(args: &[FunctionArg]) -> Flow {
+    for arg in args {
+        match arg {
+            FunctionArg::Unnamed(_) => {}
+            FunctionArg::ExprNamed {
+                name: Expr::Identifier(_),
+                operator: FunctionArgOperator::RightArrow | FunctionArgOperator::Assignment,
+                ..
+            } => {}
+            FunctionArg::Named { .. } | FunctionArg::ExprNamed { .. } => {
+                return unsupported("that named argument (write `name => value`)")
+            }
+        }
+    }
+    ControlFlow::Continue(())
 }
 
 fn check_joins(from: &TableWithJoins) -> Flow {
