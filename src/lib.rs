@@ -20,5 +20,6 @@ pub mod refusal;
 pub mod resolve;
 pub mod rewrite;
 pub mod sql;
-// pub mod http; (enabled once encode lands)
+pub mod http;
+pub mod server;
 pub mod metrics;
