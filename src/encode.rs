@@ -49,6 +49,7 @@
 //!   column to text in its query. Guessing at a binary layout could return a wrong value, which
 //!   is worse than a refusal the agent can fix in one step.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -509,36 +510,49 @@ fn float4_shortest(v: f32) -> f64 {
         (exact + f64::from(f32::from_bits(v.to_bits().wrapping_sub(1)))) / 2.0,
         (exact + f64::from(f32::from_bits(v.to_bits().wrapping_add(1)))) / 2.0,
     ];
-    let reads_back = |wide: f64, narrow: f32| narrow == v && !midpoints.contains(&wide);
-    for precision in 0..9usize {
-        // `{:e}` rounds the exact value correctly to `precision + 1` significant digits, e.g.
-        // "1.2621774e-29"; as an integer mantissa and exponent that is 12621774e-36.
-        let text = format!("{exact:.precision$e}");
-        let Some((mantissa, exponent)) = text.split_once('e') else {
-            continue;
+    // Every significant decimal digit of the value (an f32 has at most 105; Rust prints exact
+    // digits for any precision), as digits and the power of ten of the first one.
+    let full = format!("{:.120e}", exact.abs());
+    let Some((mantissa, exp10)) = full.split_once('e') else {
+        return exact;
+    };
+    let Ok(exp10) = exp10.parse::<i64>() else {
+        return exact;
+    };
+    let digits: Vec<u8> = mantissa
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect();
+    let sign = if v < 0.0 { "-" } else { "" };
+    for len in 1..=9usize {
+        let (head, rest) = digits.split_at(len.min(digits.len()));
+        let down = head.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d));
+        let up = down + 1;
+        // Where the value lies between `down` and `up`, relative to their midpoint.
+        let side = match rest.split_first() {
+            None => Ordering::Less,
+            Some((&first, tail)) => first.cmp(&5).then(if tail.iter().any(|&d| d != 0) {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }),
         };
-        let (Ok(mantissa), Ok(exponent)) = (
-            mantissa.replace('.', "").parse::<i64>(),
-            exponent.parse::<i64>(),
-        ) else {
-            continue;
+        // The nearer one first; at an exact tie the even one, as Ryu rounds.
+        let order = match side {
+            Ordering::Less => [down, up],
+            Ordering::Greater => [up, down],
+            Ordering::Equal if down % 2 == 0 => [down, up],
+            Ordering::Equal => [up, down],
         };
-        let exponent = exponent - precision as i64;
-        let best = [mantissa, mantissa - 1, mantissa + 1]
-            .into_iter()
-            .filter_map(|m| {
-                let candidate = format!("{m}e{exponent}");
-                let wide = candidate.parse::<f64>().ok()?;
-                let narrow = candidate.parse::<f32>().ok()?;
-                reads_back(wide, narrow).then_some(wide)
-            })
-            // The correctly rounded candidate comes first, so it wins a tie in distance.
-            .fold(None, |best: Option<f64>, wide| match best {
-                Some(b) if (b - exact).abs() <= (wide - exact).abs() => Some(b),
-                _ => Some(wide),
-            });
-        if let Some(wide) = best {
-            return wide;
+        let power = exp10 - (len as i64 - 1);
+        for m in order {
+            let candidate = format!("{sign}{m}e{power}");
+            if let (Ok(wide), Ok(narrow)) = (candidate.parse::<f64>(), candidate.parse::<f32>()) {
+                if narrow == v && !midpoints.contains(&wide) {
+                    return wide;
+                }
+            }
         }
     }
     // Nine significant digits always identify an f32, so this is not reached; the exact value

@@ -75,7 +75,7 @@ impl Refusal for ParseError {
                 "Write identifiers and strings plainly (\"name\", 'text'), without U&.".into()
             }
             ParseError::NumberRunsIntoWord { .. } => {
-                "Write numbers in decimal (no 0x/0b/0o prefixes, no _ separators) and put a space between a number and a name.".into()
+                "Write numbers in decimal (no 0x, 0b or 0o prefix) and put a space between a number and a name.".into()
             }
             ParseError::Syntax(_) => {
                 "Fix the syntax at the position given; write one PostgreSQL SELECT query.".into()
