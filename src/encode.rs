@@ -287,7 +287,7 @@ impl From<String> for Fail {
 
 type Decoded = Result<Value, Fail>;
 
-/// Built-in type oids (`pg_type.oid`, fixed since PostgreSQL's catalogs were numbered).
+/// Built-in type oids: fixed in PostgreSQL's catalog, the same in every database and version.
 mod oid {
     pub const BOOL: u32 = 16;
     pub const BYTEA: u32 = 17;
@@ -949,7 +949,8 @@ fn decode_array(member: &Type, raw: &[u8]) -> Decoded {
     Ok(value)
 }
 
-/// The elements of one level of an array (all of it when `dims` is empty of levels left).
+/// One level of an array: `dims[0]` items, each an element (at the last level) or a nested
+/// array of the remaining dimensions. No dimensions at all is the empty array.
 fn array_level(member: &Type, dims: &[usize], r: &mut Reader<'_>) -> Decoded {
     let Some((&len, inner)) = dims.split_first() else {
         return Ok(Value::Array(Vec::new()));
