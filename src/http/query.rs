@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{authorize, ApiError, AppState};
@@ -101,7 +101,7 @@ async fn run(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     log: &mut Log<'_>,
-) -> Result<Value, ApiError> {
+) -> Result<Answer, ApiError> {
     authorize(state, headers)?;
     let request = parse_body(body)?;
     let user_id = request.user_id.into_string();
@@ -126,13 +126,13 @@ async fn run(
             .filter_map(|cte| state.policy.table(&cte.table))
             .map(|t| json!({"table": t.name, "filter": t.rule.describe()}))
             .collect();
-        return Ok(json!({
+        return Ok(Answer::DryRun(json!({
             "rewritten_sql": rewritten.sql,
             "tables": tables,
             "attributes": attributes,
             "plan": rewritten.plan,
             "policy_version": state.policy.version,
-        }));
+        })));
     }
 
     let max_rows = request.max_rows.unwrap_or(state.max_rows).min(state.max_rows);
@@ -142,23 +142,31 @@ async fn run(
 
     let stage = std::time::Instant::now();
     let columns = encode::columns(output.statement.columns());
-    let rows = output
-        .rows
-        .iter()
-        .map(encode::encode_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError {
-            code: crate::refusal::ErrorCode::QueryFailed,
-            message: e.to_string(),
-            hint: "Cast that column to text in the query, e.g. SELECT col::text.".into(),
-        })?;
+    let rows = encode::encode_rows(&output.rows)?;
     state.metrics.observe("encode", stage.elapsed().as_secs_f64());
     log.rows = rows.len();
-    Ok(json!({
-        "columns": columns,
-        "rows": rows,
-        "row_count": rows.len(),
-        "truncated": output.truncated,
-        "rewritten_sql": rewritten.sql,
+    Ok(Answer::Rows(QueryAnswer {
+        columns,
+        row_count: rows.len(),
+        rows,
+        truncated: output.truncated,
+        rewritten_sql: rewritten.sql,
     }))
+}
+
+/// A run's answer. A struct rather than `json!` so that rows keep their column order.
+#[derive(Serialize)]
+struct QueryAnswer {
+    columns: Vec<encode::ColumnInfo>,
+    rows: Vec<encode::EncodedRow>,
+    row_count: usize,
+    truncated: bool,
+    rewritten_sql: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Rows(QueryAnswer),
+    DryRun(Value),
 }
