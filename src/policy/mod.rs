@@ -113,7 +113,7 @@ impl std::fmt::Display for QualifiedName {
 #[derive(Debug, Clone)]
 pub enum Rule {
     /// `rows:` a boolean expression over the source's columns.
-    Rows(Fragment<Expr>),
+    Rows(Box<Fragment<Expr>>),
     /// `view`/`column`/`match`: rows whose `column` is one of the attribute's values.
     Match { column: String, attribute: String },
 }
@@ -316,10 +316,10 @@ fn compile_table(
                 let source = raw.source.clone().unwrap_or_else(|| name.to_string());
                 (
                     source,
-                    Rule::Rows(Fragment {
+                    Rule::Rows(Box::new(Fragment {
                         text: rows.clone(),
                         ast: expr,
-                    }),
+                    })),
                 )
             }
             (None, Some(view), Some(column), Some(attribute)) => {
