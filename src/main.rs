@@ -1,15 +1,23 @@
-//! The `rowgate` command line: `rewrite` (an offline dry run) and `check` (validate policies).
+//! The `rowgate` command line: `rewrite` (an offline dry run), `check` (validate policies),
+//! `install` (permission views and serving role), `serve` (the gateway) and `demo`.
 //!
-//! Exit codes: 0 ok, 1 the query was refused, 2 usage or policy error.
+//! Exit codes: 0 ok, 1 the query was refused (or the server failed), 2 usage or policy error.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use rowgate::auth::ApiKeys;
+use rowgate::caller::IdentityKey;
+use rowgate::execute::ExecuteConfig;
+use rowgate::install::InstallOptions;
 use rowgate::parse::Limits;
 use rowgate::pipeline;
 use rowgate::policy::{Policy, Rule};
 use rowgate::refusal::Refusal;
+use rowgate::server::ServeConfig;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +58,137 @@ enum Command {
         #[arg(long, env = "ROWGATE_POLICIES", default_value = "./policies")]
         policies: PathBuf,
     },
+    /// Create or update the permission views, identity functions and serving role (idempotent).
+    Install {
+        /// Administrator connection (owner of the views), e.g. postgres://postgres@127.0.0.1/app.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, env = "ROWGATE_POLICIES", default_value = "./policies")]
+        policies: PathBuf,
+        /// Identity key file: created if missing, reused otherwise; `serve` needs the same file.
+        #[arg(long, env = "ROWGATE_KEY_FILE", default_value = "./rowgate.key")]
+        key_file: PathBuf,
+        /// The serving role to create.
+        #[arg(long, default_value = "rowgate_agent")]
+        agent_role: String,
+        /// Password for the serving role (omit with trust or peer authentication).
+        #[arg(long, env = "ROWGATE_AGENT_PASSWORD")]
+        agent_password: Option<String>,
+    },
+    /// Serve the HTTP API as the serving role.
+    Serve {
+        /// Connection for the serving role (not a superuser), e.g. postgres://rowgate_agent@127.0.0.1/app.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Identity key file written by `rowgate install`.
+        #[arg(long, env = "ROWGATE_KEY_FILE", default_value = "./rowgate.key")]
+        key_file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Build the demo database from scratch, install it, and serve it (no API key on loopback).
+    Demo {
+        /// Administrator connection to the PostgreSQL server that will hold the demo database.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        database_url: String,
+        /// Name of the demo database (dropped and re-created).
+        #[arg(long, default_value = "rowgate_demo")]
+        database: String,
+        #[arg(long, default_value = "./migrations")]
+        migrations: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address to listen on. A non-loopback address requires ROWGATE_API_KEYS.
+    #[arg(long, env = "ROWGATE_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Comma-separated API keys; callers send `Authorization: Bearer <key>`.
+    #[arg(
+        long,
+        env = "ROWGATE_API_KEYS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    api_keys: String,
+    #[arg(long, env = "ROWGATE_POLICIES", default_value = "./policies")]
+    policies: PathBuf,
+    /// Most rows a query returns (requests may ask for fewer).
+    #[arg(long, env = "ROWGATE_MAX_ROWS", default_value_t = 1000)]
+    max_rows: usize,
+    /// Server-side statement timeout, in milliseconds.
+    #[arg(long, env = "ROWGATE_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    statement_timeout_ms: u64,
+    /// Database connections in the pool.
+    #[arg(long, env = "ROWGATE_POOL_SIZE", default_value_t = 16)]
+    pool_size: usize,
+    /// How long a request waits for a free connection before `database_unavailable`, in ms.
+    #[arg(long, env = "ROWGATE_POOL_WAIT_MS", default_value_t = 5000)]
+    pool_wait_ms: u64,
+    /// Largest SQL accepted, in bytes.
+    #[arg(long, env = "ROWGATE_MAX_SQL_BYTES", default_value_t = Limits::default().max_sql_bytes)]
+    max_sql_bytes: usize,
+    /// Serve even as a superuser or a role that can read base tables. Experiments only.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl ServerArgs {
+    fn config(self, database: tokio_postgres::Config, key: IdentityKey) -> ServeConfig {
+        ServeConfig {
+            database,
+            bind: self.bind,
+            api_keys: ApiKeys::parse(&self.api_keys),
+            policies: self.policies,
+            key,
+            max_rows: self.max_rows,
+            execute: ExecuteConfig {
+                statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+                pool_wait: Duration::from_millis(self.pool_wait_ms),
+                pool_size: self.pool_size,
+            },
+            limits: Limits {
+                max_sql_bytes: self.max_sql_bytes,
+                ..Limits::default()
+            },
+            insecure: self.insecure,
+        }
+    }
+}
+
+fn database_config(url: &str) -> Option<tokio_postgres::Config> {
+    match url.parse() {
+        Ok(config) => Some(config),
+        Err(error) => {
+            eprintln!("DATABASE_URL is not a valid connection string: {error}");
+            None
+        }
+    }
+}
+
+/// The async commands share one runtime, built at start-up.
+fn runtime() -> tokio::runtime::Runtime {
+    #[allow(clippy::expect_used)] // start-up
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime") // start-up
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROWGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -79,7 +218,134 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(2),
         },
+        Command::Install {
+            database_url,
+            policies,
+            key_file,
+            agent_role,
+            agent_password,
+        } => {
+            let (Some(policy), Some(database)) = (load(&policies), database_config(&database_url))
+            else {
+                return ExitCode::from(2);
+            };
+            let options = InstallOptions {
+                agent_role,
+                agent_password,
+            };
+            runtime().block_on(install(database, policy, key_file, options))
+        }
+        Command::Serve {
+            database_url,
+            key_file,
+            server,
+        } => {
+            let Some(database) = database_config(&database_url) else {
+                return ExitCode::from(2);
+            };
+            let key = match IdentityKey::read(&key_file) {
+                Ok(key) => key,
+                Err(error) => {
+                    eprintln!("{error}\nRun `rowgate install` first; it writes the key file.");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging();
+            let config = server.config(database, key);
+            match runtime().block_on(rowgate::server::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("rowgate serve: {error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Demo {
+            database_url,
+            database,
+            migrations,
+            server,
+        } => {
+            let Some(admin) = database_config(&database_url) else {
+                return ExitCode::from(2);
+            };
+            init_logging();
+            // Replaced by the demo with the serving role's own connection and a fresh key.
+            let placeholder = IdentityKey([0; rowgate::caller::KEY_BYTES]);
+            let serve = server.config(admin.clone(), placeholder);
+            let config = rowgate::demo::DemoConfig {
+                admin,
+                database,
+                migrations,
+                serve,
+            };
+            match runtime().block_on(rowgate::demo::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("rowgate demo: {error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
+}
+
+async fn install(
+    database: tokio_postgres::Config,
+    policy: Policy,
+    key_file: PathBuf,
+    options: InstallOptions,
+) -> ExitCode {
+    let key = match IdentityKey::read(&key_file) {
+        Ok(key) => key,
+        Err(_) if !key_file.exists() => {
+            let Ok(key) = IdentityKey::generate() else {
+                eprintln!("cannot generate an identity key");
+                return ExitCode::from(1);
+            };
+            if let Err(error) = write_key(&key_file, &key) {
+                eprintln!("cannot write {}: {error}", key_file.display());
+                return ExitCode::from(1);
+            }
+            println!("wrote a new identity key to {}", key_file.display());
+            key
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let (client, connection) = match database.connect(tokio_postgres::NoTls).await {
+        Ok(pair) => pair,
+        Err(error) => {
+            eprintln!("cannot connect: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    tokio::spawn(connection);
+    match rowgate::install::install(&client, &policy, &key, &options).await {
+        Ok(report) => {
+            for line in &report.changes {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("install failed: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The key file is a secret: readable by its owner only.
+fn write_key(path: &std::path::Path, key: &IdentityKey) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{}", key.to_hex())
 }
 
 fn load(dir: &std::path::Path) -> Option<Policy> {

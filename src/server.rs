@@ -23,7 +23,9 @@ use crate::policy::{Policy, PolicyError, Rule};
 pub enum ServeError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("refusing to listen on {0} without an API key: set ROWGATE_API_KEYS, or bind to 127.0.0.1")]
+    #[error(
+        "refusing to listen on {0} without an API key: set ROWGATE_API_KEYS, or bind to 127.0.0.1"
+    )]
     NoKeyOnNetwork(SocketAddr),
     #[error("{0}")]
     Setup(String),
@@ -32,9 +34,16 @@ pub enum ServeError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("refusing to serve as role `{role}`: {problem}. {fix} (or pass --insecure for an experiment)")]
-    UnsafeRole { role: String, problem: String, fix: String },
+    UnsafeRole {
+        role: String,
+        problem: String,
+        fix: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -56,9 +65,17 @@ pub async fn prepare(config: &ServeConfig) -> Result<Arc<AppState>, ServeError> 
         return Err(ServeError::NoKeyOnNetwork(config.bind));
     }
     let policy = Policy::load_dir(&config.policies)?;
-    let executor = Executor::new(config.database.clone(), config.key.clone(), config.execute.clone())
-        .map_err(ServeError::Setup)?;
-    let client = executor.pool().get().await.map_err(|e| ServeError::Database(e.to_string()))?;
+    let executor = Executor::new(
+        config.database.clone(),
+        config.key.clone(),
+        config.execute.clone(),
+    )
+    .map_err(ServeError::Setup)?;
+    let client = executor
+        .pool()
+        .get()
+        .await
+        .map_err(|e| ServeError::Database(e.to_string()))?;
     if !config.insecure {
         check_role(&client, &policy).await?;
     }
@@ -80,7 +97,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let state = prepare(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|source| ServeError::Bind { addr: config.bind, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
     tracing::info!(bind = %config.bind, policy = %state.policy.version, "rowgate is serving");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -111,7 +131,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-const ROLE: &str = "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user";
+const ROLE: &str =
+    "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user";
 
 /// Relations outside rowgate's schema that the role can read: should be none.
 const READABLE: &str = "
@@ -144,8 +165,13 @@ async fn check_role(client: &tokio_postgres::Client, policy: &Policy) -> Result<
             format!("Run ALTER ROLE \"{role}\" NOBYPASSRLS."),
         ));
     }
-    let readable: Vec<String> =
-        client.query(READABLE, &[]).await.map_err(db)?.iter().map(|r| r.get(0)).collect();
+    let readable: Vec<String> = client
+        .query(READABLE, &[])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     if !readable.is_empty() {
         return Err(unsafe_role(
             &format!("it can read tables directly ({})", readable.join(", ")),
@@ -173,7 +199,11 @@ async fn check_role(client: &tokio_postgres::Client, policy: &Policy) -> Result<
 
 /// Every relation a policy reads: sources, and tables named in rules and attribute queries.
 fn policy_relations(policy: &Policy) -> Vec<String> {
-    let mut names: Vec<String> = policy.tables.values().map(|t| t.source.to_string()).collect();
+    let mut names: Vec<String> = policy
+        .tables
+        .values()
+        .map(|t| t.source.to_string())
+        .collect();
     let mut collect = |name: &sqlparser::ast::ObjectName| {
         names.push(name.to_string());
         ControlFlow::<()>::Continue(())
@@ -183,7 +213,12 @@ fn policy_relations(policy: &Policy) -> Vec<String> {
             let _ = sqlparser::ast::visit_relations(&fragment.ast, &mut collect);
         }
     }
-    for fragment in policy.subject.attributes.values().chain(policy.subject.exists.iter()) {
+    for fragment in policy
+        .subject
+        .attributes
+        .values()
+        .chain(policy.subject.exists.iter())
+    {
         let _ = sqlparser::ast::visit_relations(&*fragment.ast, &mut collect);
     }
     names.sort();

@@ -73,24 +73,35 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> ApiError {
-        ApiError { code: ErrorCode::InvalidRequest, message: message.into(), hint: hint.into() }
+        ApiError {
+            code: ErrorCode::InvalidRequest,
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 }
 
 impl<E: Refusal> From<E> for ApiError {
     fn from(error: E) -> ApiError {
-        ApiError { code: error.code(), message: error.to_string(), hint: error.hint() }
+        ApiError {
+            code: error.code(),
+            message: error.to_string(),
+            hint: error.hint(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "hint": self.hint}});
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "hint": self.hint}});
         (status(self.code), Json(body)).into_response()
     }
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     state.keys.check(header).map_err(ApiError::from)
 }

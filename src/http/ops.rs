@@ -16,8 +16,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.executor.ping().await {
-        Ok(()) => Json(json!({"status": "ready", "policy_version": state.policy.version}))
-            .into_response(),
+        Ok(()) => {
+            Json(json!({"status": "ready", "policy_version": state.policy.version})).into_response()
+        }
         Err(error) => ApiError::from(error).into_response(),
     }
 }

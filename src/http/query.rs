@@ -46,7 +46,10 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<QueryRequest, ApiEr
     let body = body.map_err(|e| {
         ApiError::invalid(
             format!("cannot read the request body: {e}"),
-            format!("Send a JSON body of at most {} bytes.", super::MAX_BODY_BYTES),
+            format!(
+                "Send a JSON body of at most {} bytes.",
+                super::MAX_BODY_BYTES
+            ),
         )
     })?;
     serde_json::from_slice(&body).map_err(|e| {
@@ -64,7 +67,12 @@ pub async fn handle(
 ) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let mut log = Log { request_id: &request_id, caller: String::new(), tables: String::new(), rows: 0 };
+    let mut log = Log {
+        request_id: &request_id,
+        caller: String::new(),
+        tables: String::new(),
+        rows: 0,
+    };
     let result = run(&state, &headers, body, &mut log).await;
     let elapsed = started.elapsed();
     state.metrics.observe("request", elapsed.as_secs_f64());
@@ -106,15 +114,26 @@ async fn run(
     let request = parse_body(body)?;
     let user_id = request.user_id.into_string();
     caller::validate_user_id(&user_id).map_err(|e| {
-        ApiError::invalid(e.to_string(), "The application must send the chat user's id.")
+        ApiError::invalid(
+            e.to_string(),
+            "The application must send the chat user's id.",
+        )
     })?;
     log.caller = user_id.clone();
     tracing::debug!(request_id = log.request_id, sql = %request.sql, "agent sql");
 
     let stage = std::time::Instant::now();
     let rewritten = pipeline::rewrite(&request.sql, &state.policy, &state.limits)?;
-    state.metrics.observe("rewrite", stage.elapsed().as_secs_f64());
-    log.tables = rewritten.plan.ctes.iter().map(|c| c.table.as_str()).collect::<Vec<_>>().join(",");
+    state
+        .metrics
+        .observe("rewrite", stage.elapsed().as_secs_f64());
+    log.tables = rewritten
+        .plan
+        .ctes
+        .iter()
+        .map(|c| c.table.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     tracing::debug!(request_id = log.request_id, sql = %rewritten.sql, "rewritten sql");
 
     if request.dry_run {
@@ -135,15 +154,25 @@ async fn run(
         })));
     }
 
-    let max_rows = request.max_rows.unwrap_or(state.max_rows).min(state.max_rows);
+    let max_rows = request
+        .max_rows
+        .unwrap_or(state.max_rows)
+        .min(state.max_rows);
     let stage = std::time::Instant::now();
-    let output = state.executor.run(&user_id, &rewritten.sql, max_rows).await?;
-    state.metrics.observe("execute", stage.elapsed().as_secs_f64());
+    let output = state
+        .executor
+        .run(&user_id, &rewritten.sql, max_rows)
+        .await?;
+    state
+        .metrics
+        .observe("execute", stage.elapsed().as_secs_f64());
 
     let stage = std::time::Instant::now();
     let columns = encode::columns(output.statement.columns());
     let rows = encode::encode_rows(&output.rows)?;
-    state.metrics.observe("encode", stage.elapsed().as_secs_f64());
+    state
+        .metrics
+        .observe("encode", stage.elapsed().as_secs_f64());
     log.rows = rows.len();
     Ok(Answer::Rows(QueryAnswer {
         columns,

@@ -24,8 +24,16 @@ pub async fn handle(
     params: Result<Query<SchemaParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = run(&state, &headers, params).await;
-    let code = result.as_ref().err().map(|e| e.code.to_string()).unwrap_or_else(|| "none".into());
-    state.metrics.count("schema", if result.is_ok() { "ok" } else { "refused" }, &code);
+    let code = result
+        .as_ref()
+        .err()
+        .map(|e| e.code.to_string())
+        .unwrap_or_else(|| "none".into());
+    state.metrics.count(
+        "schema",
+        if result.is_ok() { "ok" } else { "refused" },
+        &code,
+    );
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -36,11 +44,17 @@ async fn run(
 ) -> Result<Response, ApiError> {
     authorize(state, headers)?;
     let Query(params) = params.map_err(|e| {
-        ApiError::invalid(e.to_string(), "Use GET /v1/schema?user_id=<id>[&format=text].")
+        ApiError::invalid(
+            e.to_string(),
+            "Use GET /v1/schema?user_id=<id>[&format=text].",
+        )
     })?;
     let user_id = params.user_id.unwrap_or_default();
     caller::validate_user_id(&user_id).map_err(|e| {
-        ApiError::invalid(e.to_string(), "Pass the chat user's id: /v1/schema?user_id=<id>.")
+        ApiError::invalid(
+            e.to_string(),
+            "Pass the chat user's id: /v1/schema?user_id=<id>.",
+        )
     })?;
     // Only known callers learn the schema; this also proves the database is reachable.
     state.executor.attributes(&user_id).await?;
@@ -52,7 +66,10 @@ async fn run(
             .into_response()),
         None | Some("json") => {
             let tables: Vec<_> = state.catalog.tables.values().collect();
-            Ok(Json(json!({"tables": tables, "policy_version": state.policy.version})).into_response())
+            Ok(
+                Json(json!({"tables": tables, "policy_version": state.policy.version}))
+                    .into_response(),
+            )
         }
         Some(other) => Err(ApiError::invalid(
             format!("unknown format `{other}`"),
