@@ -1,0 +1,478 @@
+//! The database side of the layers of defense, attacked as the serving role directly with
+//! tokio-postgres (no rewriter in between: as if the rewrite had missed something), and the
+//! side channel of DESIGN.md, through the gateway and directly.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use serde_json::json;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Asserts that `sql` fails for `client` with SQLSTATE `code` (and returns no rows).
+async fn refused(client: &Client, sql: &str, code: &str) {
+    match client.simple_query(sql).await {
+        Ok(messages) => {
+            let rows = messages
+                .iter()
+                .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+                .count();
+            panic!("`{sql}` succeeded as the serving role ({rows} rows)");
+        }
+        Err(e) => assert_eq!(sqlstate(&e), code, "`{sql}`: {}", db_message(&e)),
+    }
+}
+
+const BASE_TABLES: [&str; 14] = [
+    "invoices",
+    "customers",
+    "transactions",
+    "permissions",
+    "user_roles",
+    "app_users",
+    "orders",
+    "order_items",
+    "folders",
+    "folder_access",
+    "documents",
+    "blocks",
+    "items",
+    "item_users",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_role_cannot_read_base_tables_or_the_identity_key() {
+    let db = TestDb::new().await;
+    let agent = db.agent().await;
+    for table in BASE_TABLES {
+        refused(&agent, &format!("SELECT * FROM public.{table}"), "42501").await;
+        refused(&agent, &format!("SELECT count(*) FROM {table}"), "42501").await;
+    }
+    refused(
+        &agent,
+        "SELECT * FROM rowgate_private.identity_key",
+        "42501",
+    )
+    .await;
+    refused(
+        &agent,
+        "SELECT key FROM rowgate_private.identity_key",
+        "42501",
+    )
+    .await;
+    // Not even inside a transaction that carries a valid caller.
+    agent
+        .batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL rowgate.caller = '{}'",
+            db.key.sign("bob")
+        ))
+        .await
+        .unwrap();
+    refused(&agent, "SELECT * FROM public.invoices", "42501").await;
+    agent.batch_execute("ROLLBACK").await.unwrap();
+    agent
+        .batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL rowgate.caller = '{}'",
+            db.key.sign("bob")
+        ))
+        .await
+        .unwrap();
+    refused(
+        &agent,
+        "SELECT * FROM rowgate_private.identity_key",
+        "42501",
+    )
+    .await;
+    agent.batch_execute("ROLLBACK").await.unwrap();
+
+    // What the role is: a plain login.
+    let row = agent
+        .query_one(
+            "SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole, rolreplication \
+             FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap();
+    for i in 0..5 {
+        assert!(
+            !row.get::<_, bool>(i),
+            "attribute {i} of the serving role is set"
+        );
+    }
+    // No readable relation outside rowgate's views.
+    let readable: Vec<String> = agent
+        .query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg_toast%' \
+               AND has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<String> = [
+        "blocks",
+        "customers",
+        "documents",
+        "folders",
+        "invoices",
+        "items",
+        "order_items",
+        "orders",
+        "transactions",
+    ]
+    .iter()
+    .map(|t| format!("rowgate.{t}"))
+    .collect();
+    assert_eq!(readable, expected);
+    // The views expose only the allowed columns: customers has no email.
+    refused(&agent, "SELECT email FROM rowgate.customers", "42703").await;
+    db.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_role_cannot_write_or_create() {
+    let db = TestDb::new().await;
+    let agent = db.agent().await;
+    let caller = db.key.sign("bob");
+    for (relation, column) in [
+        ("public.invoices", "amount"),
+        ("public.permissions", "department"),
+        ("public.user_roles", "role"),
+        ("rowgate.invoices", "amount"),
+        ("rowgate.orders", "total"),
+    ] {
+        for sql in [
+            format!("INSERT INTO {relation} SELECT * FROM {relation} LIMIT 1"),
+            format!("UPDATE {relation} SET {column} = {column}"),
+            format!("DELETE FROM {relation}"),
+            format!("TRUNCATE {relation}"),
+        ] {
+            // TRUNCATE of a view fails before privileges are looked at.
+            let code = if sql.starts_with("TRUNCATE rowgate.") {
+                "42809"
+            } else {
+                "42501"
+            };
+            refused(&agent, &sql, code).await;
+            // With a valid caller too: the caller only ever widens reading.
+            agent
+                .batch_execute(&format!("BEGIN; SET LOCAL rowgate.caller = '{caller}'"))
+                .await
+                .unwrap();
+            refused(&agent, &sql, code).await;
+            agent.batch_execute("ROLLBACK").await.unwrap();
+        }
+    }
+    refused(
+        &agent,
+        "INSERT INTO public.user_roles VALUES ('carol', 'HR Manager')",
+        "42501",
+    )
+    .await;
+    refused(
+        &agent,
+        "INSERT INTO public.permissions VALUES ('Executive', 'HR Manager')",
+        "42501",
+    )
+    .await;
+    refused(
+        &agent,
+        "UPDATE rowgate_private.identity_key SET key = key",
+        "42501",
+    )
+    .await;
+    refused(&agent, "DELETE FROM rowgate_private.identity_key", "42501").await;
+    refused(&agent, "CREATE TABLE stolen (a int)", "42501").await;
+    refused(&agent, "CREATE TABLE public.stolen (a int)", "42501").await;
+    refused(&agent, "CREATE TABLE rowgate.stolen (a int)", "42501").await;
+    refused(
+        &agent,
+        "CREATE VIEW rowgate.all_invoices AS SELECT 1",
+        "42501",
+    )
+    .await;
+    refused(&agent, "CREATE SCHEMA mine", "42501").await;
+    refused(
+        &agent,
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "42501",
+    )
+    .await;
+    refused(
+        &agent,
+        "CREATE OR REPLACE FUNCTION rowgate.caller_id() RETURNS text LANGUAGE sql AS 'SELECT ''bob'''",
+        "42501",
+    )
+    .await;
+    refused(&agent, "ALTER VIEW rowgate.invoices RENAME TO x", "42501").await;
+    refused(&agent, "DROP VIEW rowgate.invoices", "42501").await;
+    refused(&agent, "GRANT SELECT ON public.invoices TO PUBLIC", "42501").await;
+    refused(&agent, "COPY public.invoices TO STDOUT", "42501").await;
+    refused(&agent, "SET ROLE postgres", "42501").await;
+    refused(&agent, "ALTER ROLE CURRENT_USER BYPASSRLS", "42501").await;
+    // Nothing changed.
+    assert_eq!(db.admin_i64("SELECT count(*) FROM invoices").await, 2001);
+    assert_eq!(
+        db.admin_i64("SELECT count(*) FROM user_roles WHERE user_id = 'carol'")
+            .await,
+        0
+    );
+    db.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_need_a_validly_signed_caller() {
+    let db = TestDb::new().await;
+    let agent = db.agent().await;
+    let views = [
+        "invoices",
+        "customers",
+        "orders",
+        "blocks",
+        "items",
+        "folders",
+    ];
+    // No caller at all: an error, never rows (not even zero rows).
+    for view in views {
+        let sql = format!("SELECT * FROM rowgate.{view}");
+        let result = agent.simple_query(&sql).await;
+        let e = result
+            .err()
+            .unwrap_or_else(|| panic!("{sql} answered without a caller"));
+        assert_eq!(sqlstate(&e), "28000", "{sql}: {}", db_message(&e));
+        let sql = format!("SELECT count(*) FROM rowgate.{view}");
+        assert!(agent.simple_query(&sql).await.is_err(), "{sql}");
+    }
+    assert!(agent
+        .simple_query("SELECT rowgate.caller_exists()")
+        .await
+        .is_err());
+    assert!(agent
+        .simple_query("SELECT rowgate.caller_attributes()")
+        .await
+        .is_err());
+
+    // Forged, malformed, or signed with another key: the same error.
+    let other_key = rowgate::caller::IdentityKey::generate().unwrap();
+    let signed = db.key.sign("bob");
+    let (payload, digest) = signed.split_once('.').unwrap();
+    let anne_payload = hex::encode("anne");
+    let forgeries = [
+        String::new(),
+        "bob".to_string(),
+        payload.to_string(),
+        format!("{payload}."),
+        format!("{payload}.{}", "0".repeat(64)),
+        format!("{anne_payload}.{digest}"),
+        other_key.sign("bob"),
+        format!("{payload}.{}", digest.to_uppercase()),
+        format!("{payload}.{digest}00"),
+        format!("{payload}00.{digest}"),
+        format!(".{digest}"),
+        format!("{payload}.{digest}.{digest}"),
+        "zz.zz".to_string(),
+    ];
+    for forged in forgeries {
+        agent
+            .batch_execute(&format!(
+                "BEGIN READ ONLY; SET LOCAL rowgate.caller = {}",
+                lit(&forged)
+            ))
+            .await
+            .unwrap();
+        for view in views {
+            let sql = format!("SELECT * FROM rowgate.{view}");
+            match agent.simple_query(&sql).await {
+                Ok(_) => panic!("{sql} answered with the forged caller {forged:?}"),
+                Err(e) => assert_eq!(sqlstate(&e), "28000", "{forged:?}: {}", db_message(&e)),
+            }
+            agent.batch_execute("ROLLBACK").await.unwrap();
+            agent
+                .batch_execute(&format!(
+                    "BEGIN READ ONLY; SET LOCAL rowgate.caller = {}",
+                    lit(&forged)
+                ))
+                .await
+                .unwrap();
+        }
+        agent.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // A session-level setting of a forged value is no better.
+    agent
+        .batch_execute(&format!("SET rowgate.caller = '{anne_payload}.{digest}'"))
+        .await
+        .unwrap();
+    assert!(agent
+        .simple_query("SELECT * FROM rowgate.invoices")
+        .await
+        .is_err());
+    agent.batch_execute("RESET rowgate.caller").await.unwrap();
+
+    // The genuine signature works, for exactly that caller, and only in its transaction.
+    agent
+        .batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL rowgate.caller = '{signed}'"
+        ))
+        .await
+        .unwrap();
+    let departments: Vec<String> = agent
+        .query(
+            "SELECT DISTINCT department FROM rowgate.invoices ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(departments, ["HR", "Operations"]);
+    // set_config inside the transaction cannot become anne without her signature.
+    agent
+        .batch_execute(&format!(
+            "SELECT set_config('rowgate.caller', '{anne_payload}.{digest}', true)"
+        ))
+        .await
+        .unwrap();
+    assert!(agent
+        .simple_query("SELECT count(*) FROM rowgate.invoices")
+        .await
+        .is_err());
+    agent.batch_execute("ROLLBACK").await.unwrap();
+    assert!(agent
+        .simple_query("SELECT * FROM rowgate.invoices")
+        .await
+        .is_err());
+    db.teardown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The side channel of DESIGN.md
+// ---------------------------------------------------------------------------------------------
+
+const PROBE: &str =
+    "SELECT count(*) AS n FROM invoices WHERE amount = 777.77 AND 1/(amount - 777.77) = 0";
+
+/// Through the gateway: the hidden invoice 2001 (Executive, 777.77) makes no difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predicate_that_errors_on_a_hidden_row_reveals_nothing() {
+    let db = TestDb::new().await;
+    let router = db.router().await;
+    // The premise: 2001 exists, has that amount, and no visible invoice does.
+    assert_eq!(
+        db.admin_i64("SELECT count(*) FROM invoices WHERE amount = 777.77")
+            .await,
+        1
+    );
+    let probes = [
+        PROBE.to_string(),
+        "SELECT count(*) AS n FROM invoices WHERE 1/(amount - 777.77) = 0 AND amount = 777.77".into(),
+        "SELECT id AS n FROM invoices WHERE id = 2001 AND 1/(amount - 777.77) = 0".into(),
+        "SELECT count(*) AS n FROM invoices WHERE CASE WHEN amount = 777.77 THEN 1/(amount - 777.77) ELSE 1 END = 0".into(),
+        "SELECT count(*) AS n FROM transactions WHERE amount = 777.77 AND 1/(amount - 777.77) = 0".into(),
+        "SELECT count(*) AS n FROM invoices i JOIN customers c ON c.id = i.customer_id \
+         WHERE i.amount = 777.77 AND 1/(i.amount - 777.77) = 0".into(),
+        "SELECT count(*) AS n FROM (SELECT * FROM invoices) x WHERE x.id = 2001 AND 1/(x.amount - 777.77) = 0".into(),
+        "WITH x AS (SELECT * FROM invoices) SELECT count(*) AS n FROM x WHERE amount = 777.77 AND 1/(amount - 777.77) = 0".into(),
+        "SELECT count(*) AS n FROM invoices WHERE id = 2001 AND (amount::text)::int = 0".into(),
+    ];
+    let mut before = Vec::new();
+    for user in ["bob", "anne", "carol", "dave"] {
+        for probe in &probes {
+            let reply = query(&router, user, probe).await;
+            assert_eq!(reply.status, StatusCode::OK, "{user}: {probe}\n{reply:#?}");
+            before.push(reply.json["rows"].clone());
+        }
+    }
+    assert_eq!(before[0], json!([{"n": 0}]));
+    // The same questions once the invoice does not exist at all.
+    db.admin
+        .batch_execute(
+            "DELETE FROM transactions WHERE invoice_id = 2001; DELETE FROM invoices WHERE id = 2001",
+        )
+        .await
+        .unwrap();
+    let mut after = Vec::new();
+    for user in ["bob", "anne", "carol", "dave"] {
+        for probe in &probes {
+            let reply = query(&router, user, probe).await;
+            assert_eq!(reply.status, StatusCode::OK, "{user}: {probe}\n{reply:#?}");
+            after.push(reply.json["rows"].clone());
+        }
+    }
+    assert_eq!(before, after);
+
+    // The probe does work on a row the caller sees: it is the filter that protects.
+    let visible: String = db
+        .admin
+        .query_one(
+            "SELECT amount::text FROM invoices WHERE department = 'HR' ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let reply = query(
+        &router,
+        "bob",
+        &format!(
+            "SELECT count(*) FROM invoices WHERE amount = {visible} AND 1/(amount - {visible}) = 0"
+        ),
+    )
+    .await;
+    reply.error(StatusCode::UNPROCESSABLE_ENTITY, "query_failed");
+    db.teardown().await;
+}
+
+/// Directly as the serving role, with the plans the gateway never chooses: no index scans, no
+/// bitmap scans, or no sequential scans. The security_barrier view evaluates its filter first
+/// whatever the plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_view_filter_runs_first_whatever_the_plan() {
+    let db = TestDb::new().await;
+    let agent = db.agent().await;
+    let settings = [
+        "SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off",
+        "SET LOCAL enable_seqscan = off",
+        "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off",
+        "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+        "SET LOCAL random_page_cost = 0.01; SET LOCAL cpu_operator_cost = 100",
+    ];
+    let probes = [
+        "SELECT count(*) FROM rowgate.invoices WHERE amount = 777.77 AND 1/(amount - 777.77) = 0",
+        "SELECT count(*) FROM rowgate.invoices WHERE 1/(amount - 777.77) = 0",
+        "SELECT count(*) FROM rowgate.invoices WHERE id = 2001 AND 1/(amount - 777.77) = 0",
+        "SELECT count(*) FROM rowgate.transactions WHERE amount = 777.77 AND 1/(amount - 777.77) = 0",
+        "WITH rg AS NOT MATERIALIZED (SELECT id, amount FROM rowgate.invoices) \
+         SELECT count(*) FROM rg WHERE amount = 777.77 AND 1/(amount - 777.77) = 0",
+        "SELECT count(*) FROM rowgate.invoices i JOIN rowgate.customers c ON c.id = i.customer_id \
+         WHERE c.id = 5 AND 1/(i.amount - 777.77) = 0",
+    ];
+    for user in ["bob", "anne", "carol"] {
+        let caller = db.key.sign(user);
+        for setting in settings {
+            for probe in probes {
+                agent
+                    .batch_execute(&format!(
+                        "BEGIN READ ONLY; SET LOCAL rowgate.caller = '{caller}'; {setting}"
+                    ))
+                    .await
+                    .unwrap();
+                let result = agent.query_one(probe, &[]).await;
+                let count: i64 = match result {
+                    Ok(row) => row.get(0),
+                    Err(e) => panic!("{user}, {setting}: {probe}\n{}", db_message(&e)),
+                };
+                assert_eq!(count, 0, "{user}, {setting}: {probe}");
+                agent.batch_execute("ROLLBACK").await.unwrap();
+            }
+        }
+    }
+    db.teardown().await;
+}
