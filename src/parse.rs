@@ -49,7 +49,11 @@ pub enum ParseError {
     #[error("U& Unicode-escape syntax at line {line}, column {column} is not accepted")]
     UnicodeEscape { line: u64, column: u64 },
     #[error("a number runs into the word `{word}` at line {line}, column {column}")]
-    NumberRunsIntoWord { word: String, line: u64, column: u64 },
+    NumberRunsIntoWord {
+        word: String,
+        line: u64,
+        column: u64,
+    },
     #[error("the SQL does not parse: {0}")]
     Syntax(String),
 }

@@ -47,6 +47,12 @@ pub enum GuardError {
     },
     #[error("`{quote}{name}{quote}` is not a name in PostgreSQL: only double quotes quote a name")]
     QuotedName { name: String, quote: char },
+    #[error("the name `{name}...` is {bytes} bytes long; PostgreSQL keeps only {MAX_NAME_BYTES}")]
+    NameTooLong { name: String, bytes: usize },
+    #[error("casts to type `{name}` are not allowed")]
+    Type { name: String },
+    #[error("`{text}` stacks prefix operators")]
+    StackedPrefixOperators { text: String },
     #[error("function `{name}` is not allowed{}", reason.map(|r| format!(": {r}")).unwrap_or_default())]
     Function {
         name: String,
@@ -58,9 +64,9 @@ impl Refusal for GuardError {
     fn code(&self) -> ErrorCode {
         match self {
             GuardError::Function { .. } => ErrorCode::FunctionNotAllowed,
-            GuardError::ReservedWord { .. } | GuardError::QuotedName { .. } => {
-                ErrorCode::ParseError
-            }
+            GuardError::ReservedWord { .. }
+            | GuardError::QuotedName { .. }
+            | GuardError::NameTooLong { .. } => ErrorCode::ParseError,
             _ => ErrorCode::StatementNotAllowed,
         }
     }
@@ -83,6 +89,15 @@ impl Refusal for GuardError {
             GuardError::QuotedName { name, .. } => format!(
                 "Write names plainly or in double quotes (\"{name}\"); single quotes make a string."
             ),
+            GuardError::NameTooLong { .. } => format!(
+                "Use names of at most {MAX_NAME_BYTES} bytes (PostgreSQL would cut longer ones short)."
+            ),
+            GuardError::Type { .. } => {
+                "Cast to a built-in type instead: text, integer, bigint, numeric, boolean, date, timestamp, timestamptz, interval, jsonb or uuid.".into()
+            }
+            GuardError::StackedPrefixOperators { .. } => {
+                "Put the inner operand in parentheses: write -(-1), not - -1.".into()
+            }
             GuardError::Function { reason: Some(_), .. } => {
                 "This function is never available to queries; compute the answer with plain SELECT expressions.".into()
             }
@@ -92,6 +107,10 @@ impl Refusal for GuardError {
         }
     }
 }
+
+/// PostgreSQL's longest name (NAMEDATALEN - 1); it silently truncates longer ones, so two names
+/// the rewriter tells apart could be one name to the database.
+pub const MAX_NAME_BYTES: usize = 63;
 
 /// The functions an agent may call: the built-in list plus what the policy adds.
 #[derive(Debug, Clone, Copy)]
@@ -378,6 +397,12 @@ impl Visitor for Checker<'_> {
     /// sqlparser takes `'name'` (and, in some positions, other quotes) for a name; PostgreSQL
     /// reads `'...'` as a string, so the two would disagree about what the query names.
     fn pre_visit_ident(&mut self, ident: &Ident) -> Flow {
+        if ident.value.len() > MAX_NAME_BYTES {
+            return refuse(GuardError::NameTooLong {
+                name: ident.value.chars().take(20).collect(),
+                bytes: ident.value.len(),
+            });
+        }
         match ident.quote_style {
             None | Some('"') => ControlFlow::Continue(()),
             Some(quote) => refuse(GuardError::QuotedName {
@@ -393,6 +418,7 @@ impl Visitor for Checker<'_> {
             Expr::CompoundIdentifier(idents) => idents.iter().try_for_each(check_name_ident),
             Expr::Function(function) => self.check_function(function),
             Expr::Value(value) => check_value(&value.value),
+            Expr::TypedString(typed) => check_type(&typed.data_type),
             Expr::Cast {
                 kind,
                 data_type,
@@ -403,6 +429,11 @@ impl Visitor for Checker<'_> {
                     return unsupported("TRY_CAST / SAFE_CAST / CAST ... FORMAT");
                 }
                 check_type(data_type)
+            }
+            // sqlparser prints a prefix operator right against its operand: `- -1` comes out
+            // as `--1`, which PostgreSQL reads as a comment (and `~ -1` as the operator `~-`).
+            Expr::UnaryOp { expr: operand, .. } if matches!(**operand, Expr::UnaryOp { .. }) => {
+                refuse(GuardError::StackedPrefixOperators { text: short(expr) })
             }
             Expr::BinaryOp { op, .. } => match op {
                 BinaryOperator::PGCustomBinaryOperator(_) => {
@@ -453,7 +484,6 @@ impl Visitor for Checker<'_> {
             | Expr::Overlay { .. }
             | Expr::Collate { .. }
             | Expr::Nested(_)
-            | Expr::TypedString(_)
             | Expr::Case { .. }
             | Expr::Exists { .. }
             | Expr::Subquery(_)
@@ -570,12 +600,69 @@ fn check_value(value: &Value) -> Flow {
     }
 }
 
-/// Casts to object-identifier types look names up in the catalog (`'pg_shadow'::regclass`),
-/// which tells an agent what exists outside its policy.
+/// Built-in types sqlparser does not know by name (it reads them as custom types), and the
+/// vector types of pgvector: the only custom type names a cast may use. A table's row type
+/// (`'(...)'::customers`) is a reference to that table, and other types (`record`, `tid`, the
+/// pseudo-types) are not needed for analytics. Sorted for binary search.
+const CUSTOM_TYPES: &[&str] = &[
+    "\"char\"",
+    "bool",
+    "box",
+    "bpchar",
+    "cidr",
+    "circle",
+    "citext",
+    "date",
+    "daterange",
+    "float4",
+    "float8",
+    "halfvec",
+    "inet",
+    "int2",
+    "int4",
+    "int4range",
+    "int8",
+    "int8range",
+    "interval",
+    "json",
+    "jsonb",
+    "jsonpath",
+    "line",
+    "lseg",
+    "macaddr",
+    "macaddr8",
+    "money",
+    "name",
+    "numeric",
+    "numrange",
+    "path",
+    "point",
+    "polygon",
+    "sparsevec",
+    "text",
+    "timestamp",
+    "timestamptz",
+    "tsrange",
+    "tstzrange",
+    "uuid",
+    "varchar",
+    "vector",
+    "xml",
+];
+
+/// The types a cast or typed literal (`regclass 'x'`) may name. Object-identifier types look
+/// names up in the catalog (`'pg_shadow'::regclass`), which tells an agent what exists outside
+/// its policy; custom names are allowed only from [`CUSTOM_TYPES`].
 fn check_type(data_type: &DataType) -> Flow {
+    let catalog = || {
+        refuse(GuardError::Clause {
+            clause: "a cast to a catalog type (regclass, regproc, oid, ...)",
+            hint: "Cast to text, integer, numeric, date or timestamp instead.",
+        })
+    };
     let name = match data_type {
-        DataType::Regclass => "regclass".to_string(),
-        DataType::Custom(name, _) => fold_name(name).unwrap_or_default().join("."),
+        DataType::Regclass => return catalog(),
+        DataType::Custom(name, _) => name,
         DataType::Array(sqlparser::ast::ArrayElemTypeDef::AngleBracket(inner))
         | DataType::Array(sqlparser::ast::ArrayElemTypeDef::SquareBracket(inner, _))
         | DataType::Array(sqlparser::ast::ArrayElemTypeDef::Parenthesis(inner)) => {
@@ -583,15 +670,29 @@ fn check_type(data_type: &DataType) -> Flow {
         }
         _ => return ControlFlow::Continue(()),
     };
-    let last = name.rsplit('.').next().unwrap_or_default();
-    if last.starts_with("reg")
-        || name.starts_with("pg_catalog.reg")
-        || last == "oid"
-        || last == "xid"
-    {
-        return refuse(GuardError::Clause {
-            clause: "a cast to a catalog type (regclass, regproc, oid, ...)",
-            hint: "Cast to text, integer, numeric, date or timestamp instead.",
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| match part.as_ident() {
+            // Keep the quotes of `"char"`, a different type from `char`.
+            Some(ident) if ident.quote_style.is_some() && ident.value == "char" => {
+                "\"char\"".to_string()
+            }
+            Some(ident) => fold(ident),
+            None => String::new(),
+        })
+        .collect();
+    let base = match parts.as_slice() {
+        [base] => base,
+        [schema, base] if schema == "pg_catalog" => base,
+        _ => "",
+    };
+    if base.starts_with("reg") || matches!(base, "oid" | "xid" | "xid8" | "cid" | "tid") {
+        return catalog();
+    }
+    if base.is_empty() || CUSTOM_TYPES.binary_search(&base).is_err() {
+        return refuse(GuardError::Type {
+            name: parts.join("."),
         });
     }
     ControlFlow::Continue(())
@@ -603,5 +704,18 @@ fn short(expr: &Expr) -> String {
         format!("{}...", text.chars().take(60).collect::<String>())
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_types_are_sorted_for_binary_search() {
+        let mut sorted = CUSTOM_TYPES.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, CUSTOM_TYPES);
     }
 }

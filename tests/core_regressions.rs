@@ -1,0 +1,227 @@
+//! Regression tests for bugs found in the core (parse, guard, resolve, rewrite) while writing
+//! the snapshot, refusal and property suites. Each test names the bug it pins down.
+
+use std::path::Path;
+
+use rowgate::check::check_rewritten;
+use rowgate::parse::Limits;
+use rowgate::pipeline::{rewrite, Rewritten};
+use rowgate::policy::Policy;
+use rowgate::refusal::Refusal;
+
+fn policy() -> Policy {
+    Policy::load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")))
+        .expect("demo policy loads")
+}
+
+fn ok(sql: &str) -> Rewritten {
+    let policy = policy();
+    let out = rewrite(sql, &policy, &Limits::default())
+        .unwrap_or_else(|e| panic!("{sql}\nrefused ({}): {e}", e.code()));
+    check_rewritten(&out.sql, &policy).unwrap_or_else(|e| panic!("{sql}\n{}\n{e}", out.sql));
+    out
+}
+
+fn refused(sql: &str) -> (String, String, String) {
+    match rewrite(sql, &policy(), &Limits::default()) {
+        Ok(out) => panic!("{sql}\nwas rewritten to\n{}", out.sql),
+        Err(e) => (e.code().as_str().to_string(), e.to_string(), e.hint()),
+    }
+}
+
+/// Bypass: sqlparser's identifier folding used Unicode `to_lowercase`, PostgreSQL (UTF-8) folds
+/// ASCII only. `bloc\u{212A}s` (KELVIN SIGN) folded to `blocks`, so the agent CTE was taken to
+/// shadow the table and `FROM blocks` was left pointing at the real `public.blocks`.
+#[test]
+fn a_kelvin_sign_cte_does_not_shadow_a_policy_table() {
+    let out = ok("WITH bloc\u{212A}s AS (SELECT 1 AS id) SELECT * FROM blocks");
+    assert_eq!(
+        out.sql,
+        "WITH rg_blocks AS NOT MATERIALIZED (SELECT * FROM rowgate.blocks), bloc\u{212A}s AS (SELECT 1 AS id) SELECT * FROM rg_blocks AS blocks"
+    );
+    // The reverse: a table written with the Kelvin sign is not the policy table.
+    let (code, ..) = refused("SELECT * FROM bloc\u{212A}s");
+    assert_eq!(code, "table_not_allowed");
+}
+
+/// Bypass (stopped only by PostgreSQL's syntax error): sqlparser accepts `'name'` as an
+/// identifier, so `WITH 'invoices' AS (...)` shadowed the table in the rewriter's eyes and
+/// `FROM invoices` was not rewritten. Single-quoted names are refused outright.
+#[test]
+fn single_quoted_names_are_refused() {
+    for sql in [
+        "WITH 'invoices' AS (SELECT 1 AS id) SELECT * FROM invoices",
+        "SELECT * FROM 'invoices'",
+        "SELECT * FROM invoices AS 'i'",
+        "SELECT amount AS 'a' FROM invoices",
+    ] {
+        let (code, message, hint) = refused(sql);
+        assert_eq!(code, "parse_error", "{sql}: {message}");
+        assert!(hint.contains("double quotes"), "{sql}: {hint}");
+    }
+}
+
+/// Named function arguments (`f(days => 1)`) were read as the bare column `days`, and refused
+/// as a hidden column of `customers`.
+#[test]
+fn named_function_arguments_are_not_columns() {
+    let out = ok("SELECT name, make_interval(days => id) FROM customers");
+    assert!(out
+        .sql
+        .ends_with("SELECT name, make_interval(days => id) FROM rg_customers AS customers"));
+    // `days := 1` is a named argument to PostgreSQL but an expression to sqlparser: refused.
+    let (code, message, _) = refused("SELECT make_interval(days := 1) FROM customers");
+    assert_eq!(code, "statement_not_allowed", "{message}");
+    assert!(message.contains("=>"), "{message}");
+    ok("SELECT * FROM customers, generate_series(start => 1, stop => 3) AS g");
+    // The value is still a column reference and still checked.
+    let (code, message, _) = refused("SELECT make_interval(days => email) FROM customers");
+    assert_eq!(code, "column_not_allowed", "{message}");
+}
+
+/// Only a plain name may name an argument (sqlparser accepts any expression there).
+#[test]
+fn named_function_arguments_must_be_names() {
+    let (code, message, _) = refused("SELECT make_interval((SELECT 1) => 1)");
+    assert!(
+        code == "statement_not_allowed" || code == "parse_error",
+        "{code}: {message}"
+    );
+}
+
+/// `public.invoices.amount` with the table written `FROM invoices` (no schema) is valid in
+/// PostgreSQL; the qualifier was left as is and the rewritten query no longer ran.
+#[test]
+fn schema_qualified_columns_work_with_an_unqualified_table() {
+    let out = ok("SELECT public.invoices.amount FROM invoices");
+    assert!(
+        out.sql
+            .ends_with("SELECT invoices.amount FROM rg_invoices AS invoices"),
+        "{}",
+        out.sql
+    );
+}
+
+/// `0b101` is 5 in PostgreSQL 16 but sqlparser reads `0 AS b101`: a number glued to a word is
+/// refused rather than silently changed.
+#[test]
+fn numbers_glued_to_words_are_refused() {
+    for sql in ["SELECT 0b101", "SELECT 0o17 FROM invoices", "SELECT 123abc"] {
+        let (code, message, _) = refused(sql);
+        assert_eq!(code, "parse_error", "{sql}: {message}");
+    }
+    ok("SELECT 1e5, 1.5e-3, .5, 5. FROM invoices");
+}
+
+/// Bypass (SQL injection through printing): sqlparser prints `- -1` as `--1`, which PostgreSQL
+/// reads as the start of a comment. A string literal with a newline then turns the rest of the
+/// agent's text into live SQL that the rewriter never saw:
+/// `SELECT - -1 AS x, 'a<newline>1 AS x, * FROM app_users --' FROM invoices`
+/// was printed as `... SELECT --1 AS x, 'a<newline>1 AS x, * FROM app_users --' FROM rg_invoices`,
+/// and PostgreSQL ran `SELECT 1 AS x, * FROM app_users`.
+#[test]
+fn stacked_prefix_operators_cannot_print_a_comment() {
+    let attack = "SELECT - -1 AS x, 'a\n1 AS x, * FROM app_users --' FROM invoices";
+    let (code, message, hint) = refused(attack);
+    assert_eq!(code, "statement_not_allowed", "{message}");
+    assert!(hint.contains("parentheses"), "{hint}");
+    for sql in [
+        "SELECT - -1",
+        "SELECT - - amount FROM invoices",
+        "SELECT -(- -1)",
+        "SELECT 1 - - -1",
+        "SELECT ~ -1",
+        "SELECT - +1",
+        "SELECT @ -1",
+        "SELECT |/ -4",
+    ] {
+        let (code, message, _) = refused(sql);
+        assert_eq!(code, "statement_not_allowed", "{sql}: {message}");
+    }
+    // The unambiguous spellings still work, and print without `--`.
+    for sql in [
+        "SELECT -(-1)",
+        "SELECT 1 - -1",
+        "SELECT -amount FROM invoices",
+    ] {
+        let out = ok(sql);
+        assert!(!out.sql.contains("--"), "{}", out.sql);
+    }
+}
+
+/// Whatever the printer does, the text sent to PostgreSQL never holds a comment: the pipeline
+/// re-tokenizes its output and refuses one that does (a net under the guard's rule above).
+#[test]
+fn the_printed_sql_never_holds_a_comment() {
+    use rowgate::pipeline::printed_sql_is_plain;
+    assert!(printed_sql_is_plain(
+        "SELECT 1 - -1, '--', \"a--b\", $$/*$$"
+    ));
+    assert!(!printed_sql_is_plain("SELECT --1\n, 2"));
+    assert!(!printed_sql_is_plain("SELECT 1 /* x */"));
+}
+
+/// PostgreSQL truncates names to 63 bytes, so two different long names the rewriter keeps apart
+/// are one name to PostgreSQL. Names longer than that are refused.
+#[test]
+fn names_longer_than_postgresql_keeps_are_refused() {
+    let long = "x".repeat(64);
+    for sql in [
+        format!("WITH {long} AS (SELECT 1) SELECT * FROM {long}"),
+        format!("SELECT amount AS {long} FROM invoices"),
+        format!("SELECT * FROM invoices {long}"),
+    ] {
+        let (code, message, hint) = refused(&sql);
+        assert_eq!(code, "parse_error", "{message}");
+        assert!(hint.contains("63"), "{hint}");
+    }
+    ok(&format!(
+        "SELECT amount AS {} FROM invoices",
+        "x".repeat(63)
+    ));
+}
+
+/// `regclass 'pg_shadow'` (a typed literal) looked the name up in the catalog like
+/// `'pg_shadow'::regclass`, but only the `::` spelling was refused.
+#[test]
+fn typed_literals_of_catalog_types_are_refused() {
+    for (sql, expected) in [
+        ("SELECT regclass 'pg_shadow'", "statement_not_allowed"),
+        ("SELECT REGCLASS 'pg_authid'", "statement_not_allowed"),
+        // sqlparser reads these as a column with a single-quoted alias: refused as such.
+        ("SELECT regproc 'set_config'", "parse_error"),
+        ("SELECT customers '(1,2)'", "parse_error"),
+        // sqlparser reads this one as a column with the alias 'pg_authid': refused as such.
+        ("SELECT pg_catalog.regclass 'pg_authid'", "parse_error"),
+    ] {
+        let (code, message, _) = refused(sql);
+        assert_eq!(code, expected, "{sql}: {message}");
+    }
+    ok("SELECT date '2024-01-01', timestamp '2024-01-01 10:00', interval '1 day'");
+}
+
+/// A cast to a table's row type reads the catalog for that table (`'(1,...)'::customers`
+/// answers with the base table's column names, hidden ones included, through `to_jsonb`), and
+/// types outside a known built-in list are not needed for analytics. Default deny.
+#[test]
+fn casts_to_row_types_and_unknown_types_are_refused() {
+    for sql in [
+        "SELECT to_jsonb('(1,a,b,c,true,2020-01-01,x)'::customers)",
+        "SELECT to_jsonb('(1)'::public.customers)",
+        "SELECT NULL::app_users",
+        "SELECT CAST(NULL AS pg_catalog.pg_authid)",
+        "SELECT '(0,1)'::tid",
+        "SELECT NULL::record",
+        "SELECT 'x'::anyelement",
+        "SELECT ARRAY[]::customers[]",
+    ] {
+        let (code, message, hint) = refused(sql);
+        assert_eq!(code, "statement_not_allowed", "{sql}: {message}");
+        assert!(hint.contains("text"), "{hint}");
+    }
+    ok(
+        "SELECT 1::int4, 2::float8, '{}'::jsonb, 'a'::citext, '[1,2]'::vector, '10.0.0.1'::inet, \
+        'x'::bpchar, 'a'::\"char\", '[1,3)'::int4range, 1::pg_catalog.int8, now()::timestamptz, \
+        '1'::numeric(10, 2), 'x'::varchar(3), 'x'::text[]",
+    );
+}
