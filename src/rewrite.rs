@@ -25,9 +25,9 @@ pub const VIEW_SCHEMA: &str = "rowgate";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
-    /// One per policy table the query reads, in order of first reference.
+    /// One per policy table the query reads, in order of first reference in the text.
     pub ctes: Vec<PermissionCte>,
-    /// Every reference to a policy table, in query order.
+    /// Every reference to a policy table, in the order of the text.
     pub references: Vec<PlannedReference>,
     /// The agent's own CTE names: left as they are.
     pub agent_ctes: Vec<String>,
@@ -66,7 +66,11 @@ impl Plan {
         let mut taken = resolution.names_in_use;
         taken.extend(resolution.agent_ctes.iter().cloned());
         let mut references = Vec::new();
-        for reference in resolution.references {
+        // Resolve meets a query's FROM before the subqueries of its select list; the plan (and
+        // so the dry run and the order of the permission CTEs) follows the text instead.
+        let mut found = resolution.references;
+        found.sort_by_key(|r| r.at);
+        for reference in found {
             let cte = match ctes.iter().find(|c| c.table == reference.table) {
                 Some(cte) => cte.name.clone(),
                 None => {
