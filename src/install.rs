@@ -1,1 +1,2027 @@
-//! `rowgate install`: permission views, identity functions and the serving role (being written).
+//! `rowgate install`: the database side of the layers of defense (DESIGN.md, layers 4 to 6).
+//!
+//! From the policy, install puts into the database:
+//!
+//! * schema `rowgate_private` (no privilege for anyone but its owner) holding the identity key
+//!   (`identity_key`) and the installed policy version (`installed`);
+//! * schema `rowgate` holding `caller_id()`, which checks the signed caller id the gateway sets
+//!   in each transaction (see [`crate::caller`]) and raises when it is missing or forged,
+//!   `caller_exists()` and `caller_attributes()`, and one `security_barrier` permission view per
+//!   policy table;
+//! * the serving role (default `rowgate_agent`): a login that can read those views, call those
+//!   functions, and nothing else.
+//!
+//! Everything runs in one transaction and is idempotent: views that left the policy are dropped,
+//! every permission view is dropped and created again (`CREATE OR REPLACE VIEW` cannot change a
+//! view's column list), and the [`InstallReport`] compares the catalog before and after, so a
+//! second run with the same policy reports nothing changed.
+//!
+//! The permission views are owned by the installing role, so they read base tables with its
+//! rights while the serving role has none on them. Every view first checks that the transaction
+//! carries a validly signed caller (a one-time filter, evaluated before any row), so a query
+//! without one fails instead of seeing anything, whatever the rule.
+//!
+//! SQL that embeds policy fragments is built as sqlparser trees: fixed templates (parsed, never
+//! formatted with policy text) whose holes are filled with the fragments' parsed trees, with
+//! `:user_id` and `:<attribute>` substituted on the tree. Each generated statement must print,
+//! parse and print back to the same text, so the printer and the parser agree on it. Statements
+//! that embed no fragment (grants, the role) are fixed text around identifiers quoted by
+//! [`crate::sql::ident`]; the only literals are the identity key (hex), the policy version (hex)
+//! and the optional role password ([`quote_literal`]).
+//!
+//! What the signature does not stop: replay. A signed value is valid for its user for as long
+//! as the key is, so SQL that reaches `set_config` with *another caller's genuine* value (not a
+//! forged one) reads as that caller. The serving role can see the text of its other sessions'
+//! last statements in `pg_stat_activity`; the gateway must therefore send the value as a bind
+//! parameter (`SELECT set_config('rowgate.caller', $1, true)`), never as literal SQL text.
+//! Re-installing with a new key invalidates every value signed with the old one.
+//!
+//! Unqualified names in policy fragments resolve in `public` (as the tables' default sources
+//! do): install pins `search_path` to `pg_catalog, public, pg_temp` while it creates the views,
+//! and PostgreSQL stores views and `RETURN`-bodied SQL functions as parsed trees, so the names
+//! stay bound to what they meant at install time whatever the serving role's `search_path`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::ControlFlow;
+
+use sha2::{Digest, Sha256};
+use sqlparser::ast::{
+    BinaryOperator, Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query,
+    SelectItem, SetExpr, Statement, TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
+};
+use sqlparser::parser::Parser;
+use tokio_postgres::Client;
+
+use crate::caller::{IdentityKey, SETTING};
+use crate::policy::{Policy, QualifiedName, Rule, USER_ID};
+use crate::rewrite::VIEW_SCHEMA;
+use crate::sql::{ident, object_name, DIALECT};
+
+/// The schema only the installing role can read: the identity key and the installed version.
+pub const PRIVATE_SCHEMA: &str = "rowgate_private";
+
+/// The serving role's default name.
+pub const DEFAULT_AGENT_ROLE: &str = "rowgate_agent";
+
+/// What `rowgate.caller_id()` raises when the transaction has no validly signed caller. It says
+/// nothing about why (missing, malformed or forged), so a probing query learns nothing.
+pub const NO_CALLER_MESSAGE: &str = "rowgate: no valid caller in this transaction";
+
+/// The SQLSTATE of that error (`invalid_authorization_specification`), so the gateway can tell
+/// it from other query failures.
+pub const NO_CALLER_SQLSTATE: &str = "28000";
+
+/// The three functions install creates in schema `rowgate`, as `GRANT` names them.
+pub const FUNCTIONS: [&str; 3] = ["caller_id()", "caller_exists()", "caller_attributes()"];
+
+/// Serialises concurrent installs into the same database (advisory locks are per database).
+/// The bytes spell "rowgate".
+const INSTALL_LOCK: i64 = 0x0072_6f77_6761_7465;
+
+/// Settings the plan runs under, first in the transaction. `search_path`: see the module doc;
+/// `pg_temp` last so no temporary object of the installing session shadows a policy name.
+/// `standard_conforming_strings`: the literals printed here double quotes and leave backslashes
+/// alone, which is only right when this is on (the default since PostgreSQL 9.1, but settable).
+const SETTINGS: [&str; 2] = [
+    "SET LOCAL search_path = pg_catalog, public, pg_temp",
+    "SET LOCAL standard_conforming_strings = on",
+];
+
+/// `:Hole` cannot be a policy placeholder (attribute names are lower case), and holes are filled
+/// only with fragments whose placeholders are already substituted.
+const HOLE: &str = ":Hole";
+
+const VIEW_TEMPLATE: &str =
+    "CREATE VIEW rowgate.t WITH (security_barrier = true) AS SELECT c FROM s WHERE :Hole";
+
+const EXISTS_TEMPLATE: &str = "CREATE OR REPLACE FUNCTION rowgate.caller_exists() RETURNS boolean \
+     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp RETURN :Hole";
+
+const ATTRIBUTES_TEMPLATE: &str = "CREATE OR REPLACE FUNCTION rowgate.caller_attributes() \
+     RETURNS jsonb LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp \
+     RETURN CASE WHEN (SELECT rowgate.caller_id()) IS NOT NULL THEN :Hole END";
+
+/// What `:user_id` becomes: a scalar subquery, so PostgreSQL evaluates it once per query (an
+/// InitPlan) rather than once per row.
+const CALLER_QUERY: &str = "SELECT rowgate.caller_id()";
+
+/// The gate in front of every view's rule and of `caller_exists()`: raises unless the
+/// transaction carries a valid caller, even when the rule itself never reads the caller's id.
+const CALLER_GATE: &str = "(SELECT rowgate.caller_id()) IS NOT NULL";
+
+/// One attribute's values as a JSON array (`[]` when none), for dry runs.
+const ATTRIBUTE_VALUES: &str = "pg_catalog.to_jsonb(ARRAY(SELECT :Hole))";
+
+/// An attribute used with `= ANY (:attr)`: its values as an array.
+const ATTRIBUTE_ARRAY: &str = "ARRAY(SELECT :Hole)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("the serving role name {role:?} cannot be used: {why}")]
+    BadRoleName { role: String, why: &'static str },
+    #[error("the serving role's password contains a NUL character, which PostgreSQL cannot store")]
+    PasswordNul,
+    #[error(
+        "the serving role {role:?} is the role running install; install as the database owner \
+         or a superuser, and serve as a separate role"
+    )]
+    AgentIsInstaller { role: String },
+    #[error(
+        "the serving role {role:?} {what}; it must own nothing, or it could change or read \
+         what it owns (reassign with REASSIGN OWNED BY, or choose another role name)"
+    )]
+    AgentOwnsObjects { role: String, what: String },
+    #[error(
+        "table `{table}`: its source {relation} does not exist (no table or view of that name)"
+    )]
+    SourceMissing { table: String, relation: String },
+    #[error(
+        "table `{table}`: its source {relation} is in schema {schema:?}, which rowgate manages"
+    )]
+    SourceInManagedSchema {
+        table: String,
+        relation: String,
+        schema: String,
+    },
+    #[error("table `{table}`: column `{column}` does not exist in {relation} (its columns: {available})")]
+    ColumnMissing {
+        table: String,
+        column: String,
+        relation: String,
+        available: String,
+    },
+    #[error(
+        "table `{table}`: `columns` lists `{column}`, the view's permission column; the view \
+         would list each row once per granting value instead of once"
+    )]
+    PermissionColumnListed { table: String, column: String },
+    #[error("table `{table}`: {relation} has no column besides the permission column `{column}`")]
+    NothingToShow {
+        table: String,
+        relation: String,
+        column: String,
+    },
+    #[error("table `{table}`: the catalog given to plan_sql has no columns for its source")]
+    NotInspected { table: String },
+    #[error("{what}: `:{name}` is neither `:user_id` nor a declared attribute")]
+    UnknownPlaceholder { what: String, name: String },
+    #[error("{what}: a placeholder is left where it cannot be substituted")]
+    PlaceholderLeft { what: String },
+    #[error("{what}: the generated SQL does not read back as itself, refusing to run it: {sql}")]
+    RoundTrip { what: String, sql: String },
+    #[error("internal error building {what}: {message}")]
+    Template { what: String, message: String },
+    #[error("{what}: {message}")]
+    Database {
+        what: String,
+        message: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// How install sets up the serving role.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// The serving role, created when missing (default `rowgate_agent`).
+    pub agent_role: String,
+    /// Its password; `None` leaves an existing password as it is (and creates the role without
+    /// one, for `trust` or certificate authentication).
+    pub agent_password: Option<String>,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions {
+            agent_role: DEFAULT_AGENT_ROLE.to_string(),
+            agent_password: None,
+        }
+    }
+}
+
+// By hand, so that a logged `{:?}` never shows the password.
+impl fmt::Debug for InstallOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstallOptions")
+            .field("agent_role", &self.agent_role)
+            .field(
+                "agent_password",
+                &self.agent_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// What install needs to know about the database before planning: [`inspect`] reads it inside
+/// the install transaction. Public so that [`plan_sql`] can be run (and tested) on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// `current_database()`: CONNECT is granted on it.
+    pub database: String,
+    /// Whether the serving role exists (then it is altered rather than created).
+    pub agent_exists: bool,
+    /// Roles the serving role is a member of: each membership is revoked, since a membership
+    /// (`pg_read_all_data`, a table owner's role) would lend it their privileges.
+    pub agent_member_of: Vec<String>,
+    /// Existing schemas other than `rowgate` and `rowgate_private` in which every privilege of
+    /// the serving role is revoked: `public`, the sources' schemas, and every schema where it
+    /// holds an explicit privilege now.
+    pub swept_schemas: BTreeSet<String>,
+    /// Policy table name → the columns of its source, in table order.
+    pub source_columns: BTreeMap<String, Vec<String>>,
+    /// The views now in schema `rowgate`.
+    pub views: BTreeSet<String>,
+}
+
+/// What an install changed, found by comparing the catalog before and after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallReport {
+    /// The policy version now installed.
+    pub version: String,
+    /// The version installed before, if any.
+    pub previous_version: Option<String>,
+    /// One line per change, e.g. "created view rowgate.invoices", "dropped view rowgate.old",
+    /// "granted SELECT on rowgate.invoices to rowgate_agent".
+    pub changes: Vec<String>,
+    /// Objects install (re)made identically, e.g. "view rowgate.orders".
+    pub unchanged: Vec<String>,
+}
+
+impl InstallReport {
+    /// True when the install found everything already as the policy wants it.
+    pub fn is_unchanged(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+impl fmt::Display for InstallReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changes.is_empty() {
+            writeln!(
+                f,
+                "policy {}: already installed, nothing changed",
+                self.version
+            )?;
+        } else {
+            writeln!(f, "policy {}:", self.version)?;
+            for change in &self.changes {
+                writeln!(f, "  {change}")?;
+            }
+        }
+        if !self.unchanged.is_empty() {
+            writeln!(f, "  unchanged: {}", self.unchanged.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A standard-conforming SQL string literal: quotes doubled, backslashes literal (the plan sets
+/// `standard_conforming_strings = on`). PostgreSQL text cannot hold NUL; callers reject it.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The statements that install runs, in order, in one transaction (install adds the advisory
+/// lock and the before/after comparison around them). `catalog` comes from [`inspect`].
+///
+/// The output holds the identity key and the serving role's password in clear: treat it as a
+/// secret. ([`install`] itself sends the key as a bind parameter, so it stays out of
+/// `pg_stat_activity` and the statement log.)
+pub fn plan_sql(
+    policy: &Policy,
+    key: &IdentityKey,
+    options: &InstallOptions,
+    catalog: &Catalog,
+) -> Result<Vec<String>, InstallError> {
+    Ok(plan(policy, options, catalog)?
+        .into_iter()
+        .map(|step| match step {
+            Step::Sql { sql, .. } => sql,
+            Step::StoreKey => format!(
+                "INSERT INTO {PRIVATE_SCHEMA}.identity_key (key) VALUES (pg_catalog.decode({}, 'hex'))",
+                quote_literal(&key.to_hex())
+            ),
+        })
+        .collect())
+}
+
+/// Reads what the plan depends on, and refuses a serving role that is the installer or owns
+/// anything here. Sources and listed columns are checked by the plan against what this returns.
+pub async fn inspect(
+    client: &Client,
+    policy: &Policy,
+    options: &InstallOptions,
+) -> Result<Catalog, InstallError> {
+    check_options(options)?;
+    let role = &options.agent_role;
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.current_database()::text, current_user::text",
+            &[],
+        )
+        .await
+        .map_err(db("reading the current database"))?;
+    let database: String = row.get(0);
+    let installer: String = row.get(1);
+    if &installer == role {
+        return Err(InstallError::AgentIsInstaller { role: role.clone() });
+    }
+
+    let mut catalog = Catalog {
+        database,
+        ..Catalog::default()
+    };
+    if let Some(agent) = role_state(client, role).await? {
+        catalog.agent_exists = true;
+        check_owns_nothing(client, role, agent.oid).await?;
+        catalog.agent_member_of = member_of(client, agent.oid).await?.into_iter().collect();
+        for privilege in privileges(client, agent.oid).await? {
+            if privilege.kind != "database" {
+                catalog.swept_schemas.insert(privilege.schema);
+            }
+        }
+    }
+    let public = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'public'",
+            &[],
+        )
+        .await
+        .map_err(db("looking for schema public"))?;
+    if public.is_some() {
+        catalog.swept_schemas.insert("public".to_string());
+    }
+
+    for (name, table) in &policy.tables {
+        let source = &table.source;
+        if source.schema == VIEW_SCHEMA || source.schema == PRIVATE_SCHEMA {
+            return Err(InstallError::SourceInManagedSchema {
+                table: name.clone(),
+                relation: source.to_string(),
+                schema: source.schema.clone(),
+            });
+        }
+        let columns =
+            source_columns(client, source)
+                .await?
+                .ok_or_else(|| InstallError::SourceMissing {
+                    table: name.clone(),
+                    relation: source.to_string(),
+                })?;
+        catalog.swept_schemas.insert(source.schema.clone());
+        catalog.source_columns.insert(name.clone(), columns);
+    }
+    catalog.swept_schemas.remove(VIEW_SCHEMA);
+    catalog.swept_schemas.remove(PRIVATE_SCHEMA);
+    catalog.views = relations_of_kind(client, VIEW_SCHEMA, "v").await?;
+    Ok(catalog)
+}
+
+/// Installs (or re-installs) the policy in the database `client` is connected to, in one
+/// transaction, and reports what changed. Run it as the database owner or a superuser: the
+/// permission views read the base tables with that role's rights. `client` must not be inside
+/// a transaction already (install issues its own BEGIN and COMMIT).
+pub async fn install(
+    client: &Client,
+    policy: &Policy,
+    key: &IdentityKey,
+    options: &InstallOptions,
+) -> Result<InstallReport, InstallError> {
+    check_options(options)?;
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(db("starting the install transaction"))?;
+    match install_in_transaction(client, policy, key, options).await {
+        Ok(report) => {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(db("committing the install transaction"))?;
+            Ok(report)
+        }
+        Err(error) => {
+            // The error is what matters; a failed ROLLBACK means the connection is gone, and
+            // the transaction with it.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(error)
+        }
+    }
+}
+
+async fn install_in_transaction(
+    client: &Client,
+    policy: &Policy,
+    key: &IdentityKey,
+    options: &InstallOptions,
+) -> Result<InstallReport, InstallError> {
+    client
+        .execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+            &[&INSTALL_LOCK],
+        )
+        .await
+        .map_err(db("waiting for another install of this database to finish"))?;
+    // Before the first snapshot, so both snapshots print definitions under the same path.
+    for setting in SETTINGS {
+        client
+            .batch_execute(setting)
+            .await
+            .map_err(db("setting up the install transaction"))?;
+    }
+    let before = Snapshot::read(client, &options.agent_role).await?;
+    let catalog = inspect(client, policy, options).await?;
+    for step in plan(policy, options, &catalog)? {
+        match step {
+            Step::Sql { what, sql } => client.batch_execute(&sql).await.map_err(db(what))?,
+            Step::StoreKey => {
+                client
+                    .execute(
+                        "INSERT INTO rowgate_private.identity_key (key) VALUES ($1)",
+                        &[&key.0.as_slice()],
+                    )
+                    .await
+                    .map_err(db("storing the identity key"))?;
+            }
+        }
+    }
+    let after = Snapshot::read(client, &options.agent_role).await?;
+    Ok(before.report(&after, policy, options))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan
+// ---------------------------------------------------------------------------------------------
+
+enum Step {
+    /// A statement, with what it does for error messages.
+    Sql { what: String, sql: String },
+    /// The identity key's row: a literal in [`plan_sql`]'s text, a bind parameter in [`install`].
+    StoreKey,
+}
+
+fn push(steps: &mut Vec<Step>, what: impl Into<String>, sql: impl Into<String>) {
+    steps.push(Step::Sql {
+        what: what.into(),
+        sql: sql.into(),
+    });
+}
+
+fn plan(
+    policy: &Policy,
+    options: &InstallOptions,
+    catalog: &Catalog,
+) -> Result<Vec<Step>, InstallError> {
+    check_options(options)?;
+    let role = ident(&options.agent_role).to_string();
+    let private = ident(PRIVATE_SCHEMA).to_string();
+    let views = ident(VIEW_SCHEMA).to_string();
+    let version = quote_literal(&policy.version);
+    let fragments = Fragments::new(policy)?;
+    let mut steps = Vec::new();
+
+    for setting in SETTINGS {
+        push(&mut steps, "setting up the install transaction", setting);
+    }
+
+    // The private schema: the identity key and the installed version, for the owner only.
+    push(
+        &mut steps,
+        format!("creating schema {private}"),
+        format!("CREATE SCHEMA IF NOT EXISTS {private}"),
+    );
+    push(
+        &mut steps,
+        format!("closing schema {private}"),
+        format!("REVOKE ALL ON SCHEMA {private} FROM PUBLIC"),
+    );
+    push(
+        &mut steps,
+        "creating the identity key table",
+        format!(
+            "CREATE TABLE IF NOT EXISTS {private}.identity_key \
+             (key bytea NOT NULL CHECK (pg_catalog.octet_length(key) = 32))"
+        ),
+    );
+    // One row only: `caller_id()` reads "the" key.
+    push(
+        &mut steps,
+        "creating the identity key table",
+        format!("CREATE UNIQUE INDEX IF NOT EXISTS identity_key_one_row ON {private}.identity_key ((true))"),
+    );
+    push(
+        &mut steps,
+        "replacing the identity key",
+        format!("DELETE FROM {private}.identity_key"),
+    );
+    steps.push(Step::StoreKey);
+    push(
+        &mut steps,
+        "creating the installed-version table",
+        format!(
+            "CREATE TABLE IF NOT EXISTS {private}.installed \
+             (version text NOT NULL, installed_at timestamptz NOT NULL)"
+        ),
+    );
+    push(
+        &mut steps,
+        "creating the installed-version table",
+        format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS installed_one_row ON {private}.installed ((true))"
+        ),
+    );
+    push(
+        &mut steps,
+        "recording the policy version",
+        format!("DELETE FROM {private}.installed"),
+    );
+    push(
+        &mut steps,
+        "recording the policy version",
+        format!("INSERT INTO {private}.installed (version, installed_at) VALUES ({version}, pg_catalog.now())"),
+    );
+    push(
+        &mut steps,
+        format!("closing schema {private}"),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA {private} FROM PUBLIC"),
+    );
+
+    // The views' schema. The comment carries the version where the serving role can read it
+    // (obj_description), so `serve` can check that the views match the policy it loaded.
+    push(
+        &mut steps,
+        format!("creating schema {views}"),
+        format!("CREATE SCHEMA IF NOT EXISTS {views}"),
+    );
+    push(
+        &mut steps,
+        format!("closing schema {views}"),
+        format!("REVOKE ALL ON SCHEMA {views} FROM PUBLIC"),
+    );
+    push(
+        &mut steps,
+        format!("commenting schema {views}"),
+        format!(
+            "COMMENT ON SCHEMA {views} IS {}",
+            quote_literal(&format!("rowgate policy {}", policy.version))
+        ),
+    );
+
+    // The serving role: a plain login, whatever it was before.
+    let attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+    let password = match &options.agent_password {
+        Some(p) => format!(" PASSWORD {}", quote_literal(p)),
+        None => String::new(),
+    };
+    if catalog.agent_exists {
+        push(
+            &mut steps,
+            format!("altering role {role}"),
+            format!("ALTER ROLE {role} WITH {attributes}{password}"),
+        );
+    } else {
+        push(
+            &mut steps,
+            format!("creating role {role}"),
+            format!("CREATE ROLE {role} WITH {attributes}{password}"),
+        );
+    }
+    for group in &catalog.agent_member_of {
+        let group = ident(group);
+        push(
+            &mut steps,
+            format!("revoking membership in {group} from {role}"),
+            format!("REVOKE {group} FROM {role}"),
+        );
+    }
+    // CONNECT again explicitly: a database that revoked it from PUBLIC must still admit the
+    // serving role; CREATE and TEMPORARY it gets only through PUBLIC, if at all.
+    let database = ident(&catalog.database);
+    push(
+        &mut steps,
+        format!("revoking privileges on database {database} from {role}"),
+        format!("REVOKE ALL ON DATABASE {database} FROM {role}"),
+    );
+    push(
+        &mut steps,
+        format!("granting CONNECT on database {database} to {role}"),
+        format!("GRANT CONNECT ON DATABASE {database} TO {role}"),
+    );
+    // Only the role's own grants: PUBLIC keeps USAGE on public and EXECUTE on functions, which
+    // the agent's queries need (e.g. public.cosine_distance behind `<=>`).
+    let swept = catalog
+        .swept_schemas
+        .iter()
+        .map(String::as_str)
+        .chain([PRIVATE_SCHEMA]);
+    for schema in swept {
+        let schema = ident(schema);
+        let what = format!("revoking privileges in schema {schema} from {role}");
+        for kind in ["TABLES", "SEQUENCES", "ROUTINES"] {
+            push(
+                &mut steps,
+                &what,
+                format!("REVOKE ALL ON ALL {kind} IN SCHEMA {schema} FROM {role}"),
+            );
+        }
+        push(
+            &mut steps,
+            &what,
+            format!("REVOKE ALL ON SCHEMA {schema} FROM {role}"),
+        );
+    }
+
+    // The identity functions.
+    push(
+        &mut steps,
+        "creating function rowgate.caller_id()",
+        caller_id_sql(),
+    );
+    push(
+        &mut steps,
+        "creating function rowgate.caller_exists()",
+        fragments.caller_exists()?,
+    );
+    push(
+        &mut steps,
+        "creating function rowgate.caller_attributes()",
+        fragments.caller_attributes()?,
+    );
+
+    // The views: first those the policy no longer names, then each policy table's, anew.
+    for stale in catalog
+        .views
+        .iter()
+        .filter(|v| !policy.tables.contains_key(*v))
+    {
+        let name = object_name(&[VIEW_SCHEMA, stale]);
+        push(
+            &mut steps,
+            format!("dropping view {name}"),
+            format!("DROP VIEW {name}"),
+        );
+    }
+    for (name, table) in &policy.tables {
+        let view = object_name(&[VIEW_SCHEMA, name]);
+        let source_columns =
+            catalog
+                .source_columns
+                .get(name)
+                .ok_or_else(|| InstallError::NotInspected {
+                    table: name.clone(),
+                })?;
+        let missing = |column: &str| InstallError::ColumnMissing {
+            table: name.clone(),
+            column: column.to_string(),
+            relation: table.source.to_string(),
+            available: source_columns.join(", "),
+        };
+        let check_listed = |listed: &[String]| {
+            listed
+                .iter()
+                .find(|c| !source_columns.contains(c))
+                .map_or(Ok(()), |c| Err(missing(c)))
+        };
+        let (columns, distinct, rule) = match &table.rule {
+            Rule::Rows(fragment) => {
+                let columns = match &table.columns {
+                    Some(listed) => {
+                        check_listed(listed)?;
+                        listed.clone()
+                    }
+                    None => source_columns.clone(),
+                };
+                let what = format!("table `{name}` rows");
+                (
+                    columns,
+                    false,
+                    fragments.substitute_expr(&fragment.ast, &what)?,
+                )
+            }
+            Rule::Match { column, attribute } => {
+                if !source_columns.contains(column) {
+                    return Err(missing(column));
+                }
+                let columns = match &table.columns {
+                    Some(listed) if listed.contains(column) => {
+                        return Err(InstallError::PermissionColumnListed {
+                            table: name.clone(),
+                            column: column.clone(),
+                        })
+                    }
+                    Some(listed) => {
+                        check_listed(listed)?;
+                        listed.clone()
+                    }
+                    None => source_columns
+                        .iter()
+                        .filter(|c| *c != column)
+                        .cloned()
+                        .collect(),
+                };
+                if columns.is_empty() {
+                    return Err(InstallError::NothingToShow {
+                        table: name.clone(),
+                        relation: table.source.to_string(),
+                        column: column.clone(),
+                    });
+                }
+                let values = fragments.attribute(attribute, &format!("table `{name}` match"))?;
+                let rule = Expr::InSubquery {
+                    expr: Box::new(Expr::Identifier(ident(column))),
+                    subquery: Box::new(values),
+                    negated: false,
+                };
+                // DISTINCT: such a view lists a row once per granting value, and each visible
+                // row must appear once (DESIGN.md). Rows equal in every shown column collapse
+                // into one too; a policy that must count those lists a key column.
+                (columns, true, rule)
+            }
+        };
+        let what = format!("creating view {view}");
+        let create = view_sql(
+            name,
+            &table.source,
+            &columns,
+            distinct,
+            fragments.gated(rule),
+            &what,
+        )?;
+        // DROP then CREATE: CREATE OR REPLACE VIEW cannot drop or reorder columns. No CASCADE:
+        // an object built on a permission view makes install fail rather than vanish.
+        push(&mut steps, &what, format!("DROP VIEW IF EXISTS {view}"));
+        push(&mut steps, what, create);
+    }
+
+    // Grants last, after everything they name exists: first take away whatever the role or
+    // PUBLIC holds in schema rowgate (default privileges could have granted some to new views),
+    // then give exactly USAGE, EXECUTE on the three functions and SELECT on each view.
+    let what = format!("granting {role} its privileges in schema {views}");
+    push(
+        &mut steps,
+        &what,
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA {views} FROM PUBLIC, {role}"),
+    );
+    push(
+        &mut steps,
+        &what,
+        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {views} FROM PUBLIC, {role}"),
+    );
+    push(
+        &mut steps,
+        &what,
+        format!("REVOKE ALL ON ALL ROUTINES IN SCHEMA {views} FROM PUBLIC, {role}"),
+    );
+    push(
+        &mut steps,
+        &what,
+        format!("REVOKE ALL ON SCHEMA {views} FROM {role}"),
+    );
+    push(
+        &mut steps,
+        &what,
+        format!("GRANT USAGE ON SCHEMA {views} TO {role}"),
+    );
+    let functions: Vec<String> = FUNCTIONS.iter().map(|f| format!("{views}.{f}")).collect();
+    push(
+        &mut steps,
+        &what,
+        format!(
+            "GRANT EXECUTE ON FUNCTION {} TO {role}",
+            functions.join(", ")
+        ),
+    );
+    for name in policy.tables.keys() {
+        let view = object_name(&[VIEW_SCHEMA, name]);
+        push(
+            &mut steps,
+            format!("granting SELECT on {view} to {role}"),
+            format!("GRANT SELECT ON {view} TO {role}"),
+        );
+    }
+    Ok(steps)
+}
+
+fn check_options(options: &InstallOptions) -> Result<(), InstallError> {
+    let role = &options.agent_role;
+    let bad = |why| {
+        Err(InstallError::BadRoleName {
+            role: role.clone(),
+            why,
+        })
+    };
+    if role.is_empty() {
+        return bad("it is empty");
+    }
+    if role.len() > 63 {
+        // PostgreSQL would silently truncate it, and then look-ups by the full name miss.
+        return bad("it is longer than 63 bytes");
+    }
+    if role.contains('\0') {
+        return bad("it contains a NUL character");
+    }
+    if role == "public" || role == "none" {
+        // `GRANT ... TO "public"` means PUBLIC, whatever the quoting.
+        return bad("it is reserved by PostgreSQL");
+    }
+    if role.starts_with("pg_") {
+        return bad("names starting with pg_ are reserved by PostgreSQL");
+    }
+    if options
+        .agent_password
+        .as_deref()
+        .is_some_and(|p| p.contains('\0'))
+    {
+        return Err(InstallError::PasswordNul);
+    }
+    Ok(())
+}
+
+/// `rowgate.caller_id()`: fixed text (no policy fragment). PL/pgSQL because it must raise.
+///
+/// The format check comes first so that nothing but `<even-length lowercase hex>.<64 hex>`
+/// reaches `decode` or `convert_from`. The digest is the one [`IdentityKey::sign`] makes:
+/// sha256(key ‖ payload as ASCII). `search_path` is pinned because the function runs with its
+/// owner's rights; the only table it reads is schema-qualified anyway.
+fn caller_id_sql() -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION rowgate.caller_id() RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $rowgate$
+DECLARE
+    signed text := pg_catalog.current_setting({setting}, true);
+    payload text;
+    secret bytea;
+BEGIN
+    IF signed IS NULL OR signed !~ '^([0-9a-f][0-9a-f])+[.][0-9a-f]{{64}}$' THEN
+        RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {message};
+    END IF;
+    payload := pg_catalog.split_part(signed, '.', 1);
+    SELECT k.key INTO secret FROM rowgate_private.identity_key AS k;
+    IF secret IS NULL
+       OR pg_catalog.encode(pg_catalog.sha256(secret || pg_catalog.convert_to(payload, 'UTF8')), 'hex')
+          <> pg_catalog.split_part(signed, '.', 2) THEN
+        RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {message};
+    END IF;
+    RETURN pg_catalog.convert_from(pg_catalog.decode(payload, 'hex'), 'UTF8');
+END
+$rowgate$",
+        setting = quote_literal(SETTING),
+        code = quote_literal(NO_CALLER_SQLSTATE),
+        message = quote_literal(NO_CALLER_MESSAGE),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building SQL from policy fragments
+// ---------------------------------------------------------------------------------------------
+
+/// The policy's fragments, ready to embed: each attribute query with `:user_id` substituted.
+struct Fragments<'a> {
+    policy: &'a Policy,
+    caller: Query,
+    gate: Expr,
+    attributes: BTreeMap<String, Query>,
+    arrays: BTreeMap<String, Expr>,
+}
+
+impl<'a> Fragments<'a> {
+    fn new(policy: &'a Policy) -> Result<Fragments<'a>, InstallError> {
+        let caller = parse_query(CALLER_QUERY, "the caller subquery")?;
+        let gate = parse_expr(CALLER_GATE, "the caller gate")?;
+        let mut fragments = Fragments {
+            policy,
+            caller,
+            gate,
+            attributes: BTreeMap::new(),
+            arrays: BTreeMap::new(),
+        };
+        // Attribute queries may use only `:user_id` (the policy loader checks), so they are
+        // substituted against an empty attribute map.
+        for (name, fragment) in &policy.subject.attributes {
+            let mut query = (*fragment.ast).clone();
+            fragments.substitute(&mut query, &format!("attribute `{name}`"))?;
+            let what = format!("attribute `{name}` as an array");
+            let mut array = parse_expr(ATTRIBUTE_ARRAY, &what)?;
+            fill(&mut array, Filling::Query(Box::new(query.clone())), &what)?;
+            fragments.arrays.insert(name.clone(), array);
+            fragments.attributes.insert(name.clone(), query);
+        }
+        Ok(fragments)
+    }
+
+    fn attribute(&self, name: &str, what: &str) -> Result<Query, InstallError> {
+        self.attributes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| InstallError::UnknownPlaceholder {
+                what: what.to_string(),
+                name: name.to_string(),
+            })
+    }
+
+    /// Replaces `:user_id` and `:<attribute>` in `node`, then checks none is left.
+    fn substitute<T: VisitMut + Visit>(
+        &self,
+        node: &mut T,
+        what: &str,
+    ) -> Result<(), InstallError> {
+        let mut substitute = Substitute {
+            fragments: self,
+            unknown: None,
+        };
+        let _ = VisitMut::visit(node, &mut substitute);
+        if let Some(name) = substitute.unknown {
+            return Err(InstallError::UnknownPlaceholder {
+                what: what.to_string(),
+                name,
+            });
+        }
+        if Visit::visit(&*node, &mut FindPlaceholder).is_break() {
+            return Err(InstallError::PlaceholderLeft {
+                what: what.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn substitute_expr(&self, expr: &Expr, what: &str) -> Result<Expr, InstallError> {
+        let mut expr = expr.clone();
+        self.substitute(&mut expr, what)?;
+        Ok(expr)
+    }
+
+    /// `(SELECT rowgate.caller_id()) IS NOT NULL AND (<rule>)`: see [`CALLER_GATE`].
+    fn gated(&self, rule: Expr) -> Expr {
+        Expr::BinaryOp {
+            left: Box::new(self.gate.clone()),
+            op: BinaryOperator::And,
+            right: Box::new(Expr::Nested(Box::new(rule))),
+        }
+    }
+
+    /// `caller_exists()`: the gate and the policy's `exists` query (the gate alone, i.e. TRUE
+    /// for any validly signed caller, when the policy has none).
+    fn caller_exists(&self) -> Result<String, InstallError> {
+        let what = "function rowgate.caller_exists()";
+        let body = match &self.policy.subject.exists {
+            Some(fragment) => {
+                let mut query = (*fragment.ast).clone();
+                self.substitute(&mut query, "subject.exists")?;
+                self.gated(Expr::Exists {
+                    subquery: Box::new(query),
+                    negated: false,
+                })
+            }
+            None => self.gate.clone(),
+        };
+        let mut statement = parse_statement(EXISTS_TEMPLATE, what)?;
+        fill(&mut statement, Filling::Expr(Box::new(body)), what)?;
+        printed(&statement, what)
+    }
+
+    /// `caller_attributes()`: `{"roles": [...], "tenant_id": [...]}`, for dry runs.
+    fn caller_attributes(&self) -> Result<String, InstallError> {
+        let what = "function rowgate.caller_attributes()";
+        let mut object = parse_expr("pg_catalog.jsonb_build_object()", what)?;
+        let Expr::Function(function) = &mut object else {
+            return Err(template(
+                what,
+                "jsonb_build_object() is not a function call",
+            ));
+        };
+        let FunctionArguments::List(list) = &mut function.args else {
+            return Err(template(what, "jsonb_build_object() has no argument list"));
+        };
+        for (name, query) in &self.attributes {
+            let mut values = parse_expr(ATTRIBUTE_VALUES, what)?;
+            fill(&mut values, Filling::Query(Box::new(query.clone())), what)?;
+            let key = Expr::Value(Value::SingleQuotedString(name.clone()).into());
+            for arg in [key, values] {
+                list.args
+                    .push(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg)));
+            }
+        }
+        let mut statement = parse_statement(ATTRIBUTES_TEMPLATE, what)?;
+        fill(&mut statement, Filling::Expr(Box::new(object)), what)?;
+        printed(&statement, what)
+    }
+}
+
+/// The substitution, on the tree:
+/// * `x IN (:attr)` → `x IN (<attr query>)`; with other items, `x IN (:attr, 'a')` →
+///   `(x IN (<attr query>) OR x IN ('a'))` (AND for NOT IN);
+/// * `x = ANY (:attr)` (or ALL) → `x = ANY (ARRAY(<attr query>))`;
+/// * `:user_id` → `(SELECT rowgate.caller_id())`, any other `:attr` → `(<attr query>)`, scalar
+///   subqueries (an attribute with several values then fails at run time: fail closed).
+struct Substitute<'f, 'p> {
+    fragments: &'f Fragments<'p>,
+    unknown: Option<String>,
+}
+
+fn placeholder(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Placeholder(p) => Some(p.strip_prefix(':').unwrap_or(p)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Substitute<'_, '_> {
+    fn attribute_of(&self, expr: &Expr) -> Option<&Query> {
+        placeholder(expr).and_then(|name| self.fragments.attributes.get(name))
+    }
+
+    fn in_list(&self, left: &Expr, list: &[Expr], negated: bool) -> Expr {
+        let mut parts = Vec::new();
+        let mut rest = Vec::new();
+        for item in list {
+            match self.attribute_of(item) {
+                Some(query) => parts.push(Expr::InSubquery {
+                    expr: Box::new(left.clone()),
+                    subquery: Box::new(query.clone()),
+                    negated,
+                }),
+                None => rest.push(item.clone()),
+            }
+        }
+        if !rest.is_empty() {
+            parts.push(Expr::InList {
+                expr: Box::new(left.clone()),
+                list: rest,
+                negated,
+            });
+        }
+        let op = if negated {
+            BinaryOperator::And
+        } else {
+            BinaryOperator::Or
+        };
+        let several = parts.len() > 1;
+        let combined = parts.into_iter().reduce(|a, b| Expr::BinaryOp {
+            left: Box::new(a),
+            op: op.clone(),
+            right: Box::new(b),
+        });
+        match combined {
+            Some(expr) if several => Expr::Nested(Box::new(expr)),
+            Some(expr) => expr,
+            // Unreachable: called only for a list holding an attribute.
+            None => Expr::InList {
+                expr: Box::new(left.clone()),
+                list: list.to_vec(),
+                negated,
+            },
+        }
+    }
+
+    fn array_of(&self, expr: &Expr) -> Option<Box<Expr>> {
+        placeholder(expr)
+            .and_then(|name| self.fragments.arrays.get(name))
+            .map(|array| Box::new(array.clone()))
+    }
+}
+
+impl VisitorMut for Substitute<'_, '_> {
+    type Break = ();
+
+    // Pre-order, so `x IN (:attr)` is seen whole before its `:attr` would be visited alone.
+    // The visitor then walks the replacement, which holds no placeholder.
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let replacement = match &*expr {
+            Expr::InList {
+                expr: left,
+                list,
+                negated,
+            } if list.iter().any(|item| self.attribute_of(item).is_some()) => {
+                Some(self.in_list(left, list, *negated))
+            }
+            Expr::AnyOp {
+                left,
+                compare_op,
+                right,
+                is_some,
+            } => self.array_of(right).map(|array| Expr::AnyOp {
+                left: left.clone(),
+                compare_op: compare_op.clone(),
+                right: array,
+                is_some: *is_some,
+            }),
+            Expr::AllOp {
+                left,
+                compare_op,
+                right,
+            } => self.array_of(right).map(|array| Expr::AllOp {
+                left: left.clone(),
+                compare_op: compare_op.clone(),
+                right: array,
+            }),
+            other => match placeholder(other) {
+                Some(USER_ID) => Some(Expr::Subquery(Box::new(self.fragments.caller.clone()))),
+                Some(name) => match self.fragments.attributes.get(name) {
+                    Some(query) => Some(Expr::Subquery(Box::new(query.clone()))),
+                    None => {
+                        self.unknown = Some(name.to_string());
+                        return ControlFlow::Break(());
+                    }
+                },
+                None => None,
+            },
+        };
+        if let Some(replacement) = replacement {
+            *expr = replacement;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Finds a placeholder anywhere, including positions that are not expressions.
+struct FindPlaceholder;
+
+impl Visitor for FindPlaceholder {
+    type Break = ();
+    fn pre_visit_value(&mut self, value: &sqlparser::ast::ValueWithSpan) -> ControlFlow<()> {
+        match value.value {
+            Value::Placeholder(_) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+enum Filling {
+    /// Replaces the expression `:Hole`.
+    Expr(Box<Expr>),
+    /// Replaces the query `SELECT :Hole`.
+    Query(Box<Query>),
+}
+
+struct Fill {
+    filling: Option<Filling>,
+    filled: usize,
+}
+
+fn is_hole(expr: &Expr) -> bool {
+    placeholder(expr) == HOLE.strip_prefix(':')
+}
+
+fn is_query_hole(query: &Query) -> bool {
+    match query.body.as_ref() {
+        SetExpr::Select(select) => {
+            select.from.is_empty()
+                && matches!(select.projection.as_slice(), [SelectItem::UnnamedExpr(e)] if is_hole(e))
+        }
+        _ => false,
+    }
+}
+
+impl VisitorMut for Fill {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if is_query_hole(query) {
+            if let Some(Filling::Query(filling)) = self.filling.take() {
+                *query = *filling;
+                self.filled += 1;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if is_hole(expr) {
+            if let Some(Filling::Expr(filling)) = self.filling.take() {
+                *expr = *filling;
+                self.filled += 1;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Fills the one hole of a template with a tree.
+fn fill<T: VisitMut + Visit>(
+    node: &mut T,
+    filling: Filling,
+    what: &str,
+) -> Result<(), InstallError> {
+    let mut fill = Fill {
+        filling: Some(filling),
+        filled: 0,
+    };
+    let _ = VisitMut::visit(node, &mut fill);
+    if fill.filled != 1 {
+        return Err(template(what, "the template's hole was not found"));
+    }
+    if Visit::visit(&*node, &mut FindPlaceholder).is_break() {
+        return Err(InstallError::PlaceholderLeft {
+            what: what.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// `CREATE VIEW rowgate.<name> WITH (security_barrier = true) AS SELECT [DISTINCT] <columns>
+/// FROM <source> WHERE <filter>`.
+fn view_sql(
+    name: &str,
+    source: &QualifiedName,
+    columns: &[String],
+    distinct: bool,
+    filter: Expr,
+    what: &str,
+) -> Result<String, InstallError> {
+    let mut statement = parse_statement(VIEW_TEMPLATE, what)?;
+    let Statement::CreateView(view) = &mut statement else {
+        return Err(template(what, "the view template is not CREATE VIEW"));
+    };
+    view.name = object_name(&[VIEW_SCHEMA, name]);
+    let SetExpr::Select(select) = view.query.body.as_mut() else {
+        return Err(template(what, "the view template's query is not a SELECT"));
+    };
+    select.projection = columns
+        .iter()
+        .map(|c| SelectItem::UnnamedExpr(Expr::Identifier(ident(c))))
+        .collect();
+    select.distinct = distinct.then_some(Distinct::Distinct);
+    match select.from.as_mut_slice() {
+        [from] => match &mut from.relation {
+            TableFactor::Table { name, .. } => *name = object_name(&[&source.schema, &source.name]),
+            _ => return Err(template(what, "the view template reads no table")),
+        },
+        _ => return Err(template(what, "the view template reads no table")),
+    }
+    fill(&mut statement, Filling::Expr(Box::new(filter)), what)?;
+    printed(&statement, what)
+}
+
+/// The statement's text, after checking that it parses back to a tree that prints the same: a
+/// printer bug must not turn a rule into a different one.
+fn printed(statement: &Statement, what: &str) -> Result<String, InstallError> {
+    let sql = statement.to_string();
+    let round_trip = |sql: &str| InstallError::RoundTrip {
+        what: what.to_string(),
+        sql: sql.to_string(),
+    };
+    let reparsed = Parser::parse_sql(&DIALECT, &sql).map_err(|_| round_trip(&sql))?;
+    match reparsed.as_slice() {
+        [again] if again.to_string() == sql => Ok(sql),
+        _ => Err(round_trip(&sql)),
+    }
+}
+
+fn template(what: &str, message: &str) -> InstallError {
+    InstallError::Template {
+        what: what.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn parse_statement(sql: &str, what: &str) -> Result<Statement, InstallError> {
+    let statements =
+        Parser::parse_sql(&DIALECT, sql).map_err(|e| template(what, &e.to_string()))?;
+    match <[Statement; 1]>::try_from(statements) {
+        Ok([statement]) => Ok(statement),
+        Err(_) => Err(template(what, "the template is not one statement")),
+    }
+}
+
+fn parse_query(sql: &str, what: &str) -> Result<Query, InstallError> {
+    match parse_statement(sql, what)? {
+        Statement::Query(query) => Ok(*query),
+        _ => Err(template(what, "the template is not a query")),
+    }
+}
+
+fn parse_expr(sql: &str, what: &str) -> Result<Expr, InstallError> {
+    Parser::new(&DIALECT)
+        .try_with_sql(sql)
+        .and_then(|mut parser| parser.parse_expr())
+        .map_err(|e| template(what, &e.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the catalog
+// ---------------------------------------------------------------------------------------------
+
+fn db(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> InstallError {
+    let what = what.into();
+    move |source| {
+        let message = match source.as_db_error() {
+            Some(e) => {
+                let mut message = e.message().to_string();
+                if let Some(detail) = e.detail() {
+                    message.push_str(&format!(" ({detail})"));
+                }
+                if let Some(hint) = e.hint() {
+                    message.push_str(&format!("; hint: {hint}"));
+                }
+                message
+            }
+            None => source.to_string(),
+        };
+        InstallError::Database {
+            what,
+            message,
+            source,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RoleState {
+    oid: u32,
+    superuser: bool,
+    create_db: bool,
+    create_role: bool,
+    replication: bool,
+    bypass_rls: bool,
+    login: bool,
+}
+
+async fn role_state(client: &Client, role: &str) -> Result<Option<RoleState>, InstallError> {
+    let row = client
+        .query_opt(
+            "SELECT oid, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, \
+             rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .map_err(db(format!("looking up role {role:?}")))?;
+    Ok(row.map(|row| RoleState {
+        oid: row.get(0),
+        superuser: row.get(1),
+        create_db: row.get(2),
+        create_role: row.get(3),
+        replication: row.get(4),
+        bypass_rls: row.get(5),
+        login: row.get(6),
+    }))
+}
+
+async fn check_owns_nothing(client: &Client, role: &str, oid: u32) -> Result<(), InstallError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relowner = $1), \
+                    (SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspowner = $1), \
+                    (SELECT count(*) FROM pg_catalog.pg_proc WHERE proowner = $1), \
+                    (SELECT datdba = $1 FROM pg_catalog.pg_database \
+                      WHERE datname = pg_catalog.current_database())",
+            &[&oid],
+        )
+        .await
+        .map_err(db(format!("checking what role {role:?} owns")))?;
+    let relations: i64 = row.get(0);
+    let schemas: i64 = row.get(1);
+    let routines: i64 = row.get(2);
+    let owns_database: Option<bool> = row.get(3);
+    let mut owned = Vec::new();
+    if owns_database == Some(true) {
+        owned.push("this database (whose owner owns schema public)".to_string());
+    }
+    for (count, kind) in [
+        (relations, "tables or views"),
+        (schemas, "schemas"),
+        (routines, "functions"),
+    ] {
+        if count > 0 {
+            owned.push(format!("{count} {kind}"));
+        }
+    }
+    if owned.is_empty() {
+        Ok(())
+    } else {
+        Err(InstallError::AgentOwnsObjects {
+            role: role.to_string(),
+            what: format!("owns {} here", owned.join(", ")),
+        })
+    }
+}
+
+async fn member_of(client: &Client, oid: u32) -> Result<BTreeSet<String>, InstallError> {
+    let rows = client
+        .query(
+            "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
+             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(db("reading the serving role's memberships"))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// One explicit privilege of the serving role in this database.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Privilege {
+    kind: String,
+    schema: String,
+    object: String,
+    privilege: String,
+}
+
+impl fmt::Display for Privilege {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Privilege {
+            kind,
+            schema,
+            object,
+            privilege,
+        } = self;
+        match kind.as_str() {
+            "table" => write!(f, "{privilege} on {schema}.{object}"),
+            "column" => write!(f, "{privilege} on column {schema}.{object}"),
+            "routine" => write!(f, "{privilege} on function {object}"),
+            _ => write!(f, "{privilege} on {kind} {object}"),
+        }
+    }
+}
+
+/// Every privilege granted to the role itself (not through PUBLIC) on this database's tables,
+/// columns, routines, schemas and on the database.
+async fn privileges(client: &Client, oid: u32) -> Result<BTreeSet<Privilege>, InstallError> {
+    let rows = client
+        .query(
+            "SELECT 'table', n.nspname::text, c.relname::text, a.privilege_type
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+              WHERE a.grantee = $1
+             UNION ALL
+             SELECT 'column', n.nspname::text, c.relname::text || '.' || t.attname::text,
+                    a.privilege_type
+               FROM pg_catalog.pg_attribute t
+               JOIN pg_catalog.pg_class c ON c.oid = t.attrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              CROSS JOIN LATERAL pg_catalog.aclexplode(t.attacl) a
+              WHERE a.grantee = $1
+             UNION ALL
+             SELECT 'routine', n.nspname::text, p.oid::pg_catalog.regprocedure::text,
+                    a.privilege_type
+               FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+              CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+              WHERE a.grantee = $1
+             UNION ALL
+             SELECT 'schema', n.nspname::text, n.nspname::text, a.privilege_type
+               FROM pg_catalog.pg_namespace n
+              CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+              WHERE a.grantee = $1
+             UNION ALL
+             SELECT 'database', '', d.datname::text, a.privilege_type
+               FROM pg_catalog.pg_database d
+              CROSS JOIN LATERAL pg_catalog.aclexplode(d.datacl) a
+              WHERE d.datname = pg_catalog.current_database() AND a.grantee = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(db("reading the serving role's privileges"))?;
+    Ok(rows
+        .iter()
+        .map(|row| Privilege {
+            kind: row.get(0),
+            schema: row.get(1),
+            object: row.get(2),
+            privilege: row.get(3),
+        })
+        .collect())
+}
+
+/// The source's columns in table order, or `None` when it does not exist.
+async fn source_columns(
+    client: &Client,
+    source: &QualifiedName,
+) -> Result<Option<Vec<String>>, InstallError> {
+    let what = || db(format!("reading the columns of {source}"));
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            &[&source.schema, &source.name],
+        )
+        .await
+        .map_err(what())?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&source.schema, &source.name],
+        )
+        .await
+        .map_err(what())?;
+    Ok(Some(rows.iter().map(|row| row.get(0)).collect()))
+}
+
+async fn relations_of_kind(
+    client: &Client,
+    schema: &str,
+    kind: &str,
+) -> Result<BTreeSet<String>, InstallError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind::text = $2",
+            &[&schema, &kind],
+        )
+        .await
+        .map_err(db(format!("listing the views in schema {schema}")))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report: the catalog before and after
+// ---------------------------------------------------------------------------------------------
+
+/// What install may change, read the same way before and after it.
+struct Snapshot {
+    schemas: BTreeSet<String>,
+    /// View name → definition and options.
+    views: BTreeMap<String, String>,
+    /// `rowgate.f()` → definition.
+    functions: BTreeMap<String, String>,
+    role: Option<RoleState>,
+    member_of: BTreeSet<String>,
+    privileges: BTreeSet<Privilege>,
+    /// A digest of the stored key, to tell a changed key without holding it.
+    key_digest: Option<Vec<u8>>,
+    version: Option<String>,
+}
+
+impl Snapshot {
+    async fn read(client: &Client, role: &str) -> Result<Snapshot, InstallError> {
+        let what = || db("reading what is installed");
+        let schemas = client
+            .query(
+                "SELECT nspname::text FROM pg_catalog.pg_namespace WHERE nspname = ANY ($1)",
+                &[&vec![VIEW_SCHEMA, PRIVATE_SCHEMA]],
+            )
+            .await
+            .map_err(what())?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let views = client
+            .query(
+                "SELECT c.relname::text, \
+                        pg_catalog.pg_get_viewdef(c.oid) || coalesce(c.reloptions::text, '') \
+                 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind = 'v'",
+                &[&VIEW_SCHEMA],
+            )
+            .await
+            .map_err(what())?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let functions = client
+            .query(
+                "SELECT p.oid::pg_catalog.regprocedure::text, \
+                        CASE WHEN p.prokind IN ('f', 'p') \
+                             THEN pg_catalog.pg_get_functiondef(p.oid) ELSE '' END \
+                 FROM pg_catalog.pg_proc p \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname = $1",
+                &[&VIEW_SCHEMA],
+            )
+            .await
+            .map_err(what())?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let role_state = role_state(client, role).await?;
+        let (member_of, privileges) = match &role_state {
+            Some(state) => (
+                member_of(client, state.oid).await?,
+                privileges(client, state.oid).await?,
+            ),
+            None => (BTreeSet::new(), BTreeSet::new()),
+        };
+        let has = |table: &'static str| async move {
+            client
+                .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&table])
+                .await
+                .map(|row| row.get::<_, bool>(0))
+        };
+        let key_digest = if has("rowgate_private.identity_key").await.map_err(what())? {
+            let rows = client
+                .query("SELECT key FROM rowgate_private.identity_key", &[])
+                .await
+                .map_err(what())?;
+            let mut hasher = Sha256::new();
+            for row in &rows {
+                hasher.update(row.get::<_, &[u8]>(0));
+            }
+            (!rows.is_empty()).then(|| hasher.finalize().to_vec())
+        } else {
+            None
+        };
+        let version = if has("rowgate_private.installed").await.map_err(what())? {
+            client
+                .query_opt("SELECT version FROM rowgate_private.installed", &[])
+                .await
+                .map_err(what())?
+                .map(|row| row.get(0))
+        } else {
+            None
+        };
+        Ok(Snapshot {
+            schemas,
+            views,
+            functions,
+            role: role_state,
+            member_of,
+            privileges,
+            key_digest,
+            version,
+        })
+    }
+
+    fn report(&self, after: &Snapshot, policy: &Policy, options: &InstallOptions) -> InstallReport {
+        let role = ident(&options.agent_role).to_string();
+        let mut changes = Vec::new();
+        let mut unchanged = Vec::new();
+
+        for schema in after.schemas.difference(&self.schemas) {
+            changes.push(format!("created schema {schema}"));
+        }
+        match (&self.key_digest, &after.key_digest) {
+            (None, Some(_)) => changes.push("stored the identity key".to_string()),
+            (Some(a), Some(b)) if a != b => changes.push("replaced the identity key".to_string()),
+            _ => unchanged.push("identity key".to_string()),
+        }
+        if self.version.as_deref() != Some(policy.version.as_str()) {
+            match &self.version {
+                Some(previous) => changes.push(format!(
+                    "recorded policy version {} (was {previous})",
+                    policy.version
+                )),
+                None => changes.push(format!("recorded policy version {}", policy.version)),
+            }
+        }
+
+        match (&self.role, &after.role) {
+            (None, Some(_)) => changes.push(format!("created role {role}")),
+            (Some(before), Some(now)) => {
+                let flags = [
+                    (before.login, now.login, "LOGIN", "NOLOGIN"),
+                    (before.superuser, now.superuser, "SUPERUSER", "NOSUPERUSER"),
+                    (before.create_db, now.create_db, "CREATEDB", "NOCREATEDB"),
+                    (
+                        before.create_role,
+                        now.create_role,
+                        "CREATEROLE",
+                        "NOCREATEROLE",
+                    ),
+                    (
+                        before.replication,
+                        now.replication,
+                        "REPLICATION",
+                        "NOREPLICATION",
+                    ),
+                    (
+                        before.bypass_rls,
+                        now.bypass_rls,
+                        "BYPASSRLS",
+                        "NOBYPASSRLS",
+                    ),
+                ];
+                let altered: Vec<&str> = flags
+                    .iter()
+                    .filter(|(was, is, _, _)| was != is)
+                    .map(|(_, is, yes, no)| if *is { *yes } else { *no })
+                    .collect();
+                if altered.is_empty() {
+                    unchanged.push(format!("role {role}"));
+                } else {
+                    changes.push(format!("altered role {role}: {}", altered.join(" ")));
+                }
+            }
+            _ => {}
+        }
+        if options.agent_password.is_some() {
+            // A SCRAM verifier is salted, so whether it is the same password cannot be seen.
+            changes.push(format!("set the password of role {role}"));
+        }
+        for group in self.member_of.difference(&after.member_of) {
+            changes.push(format!(
+                "revoked membership in {} from {role}",
+                ident(group)
+            ));
+        }
+
+        for (name, definition) in &after.functions {
+            match self.functions.get(name) {
+                None => changes.push(format!("created function {name}")),
+                Some(previous) if previous != definition => {
+                    changes.push(format!("replaced function {name}"))
+                }
+                Some(_) => unchanged.push(format!("function {name}")),
+            }
+        }
+
+        for (name, definition) in &after.views {
+            let shown = object_name(&[VIEW_SCHEMA, name]);
+            match self.views.get(name) {
+                None => changes.push(format!("created view {shown}")),
+                Some(previous) if previous != definition => {
+                    changes.push(format!("replaced view {shown}"))
+                }
+                Some(_) => unchanged.push(format!("view {shown}")),
+            }
+        }
+        for name in self.views.keys().filter(|v| !after.views.contains_key(*v)) {
+            changes.push(format!(
+                "dropped view {}",
+                object_name(&[VIEW_SCHEMA, name])
+            ));
+        }
+
+        for privilege in self.privileges.difference(&after.privileges) {
+            changes.push(format!("revoked {privilege} from {role}"));
+        }
+        for privilege in after.privileges.difference(&self.privileges) {
+            changes.push(format!("granted {privilege} to {role}"));
+        }
+
+        InstallReport {
+            version: policy.version.clone(),
+            previous_version: self.version.clone(),
+            changes,
+            unchanged,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn demo_policy() -> Policy {
+        Policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap()
+    }
+
+    /// The demo database's columns, as `inspect` would read them.
+    fn demo_catalog(policy: &Policy) -> Catalog {
+        let mut catalog = Catalog {
+            database: "rowgate_demo".into(),
+            swept_schemas: ["public".to_string()].into(),
+            ..Catalog::default()
+        };
+        for name in policy.tables.keys() {
+            let columns: &[&str] = match name.as_str() {
+                "invoices" => &["id", "amount", "issued_on", "department", "customer_id"],
+                "customers" => &["id", "name", "email", "department", "active", "created_at"],
+                "orders" => &["id", "user_id", "total", "placed_at", "status", "metadata"],
+                _ => &[
+                    "id",
+                    "folder_id",
+                    "document_id",
+                    "order_id",
+                    "tenant_id",
+                    "department",
+                ],
+            };
+            catalog.source_columns.insert(
+                name.clone(),
+                columns.iter().map(|c| c.to_string()).collect(),
+            );
+        }
+        catalog
+    }
+
+    fn key() -> IdentityKey {
+        IdentityKey([7; crate::caller::KEY_BYTES])
+    }
+
+    fn view_of<'a>(plan: &'a [String], name: &str) -> &'a str {
+        let prefix = format!("CREATE VIEW rowgate.{name} ");
+        plan.iter().find(|s| s.starts_with(&prefix)).unwrap()
+    }
+
+    #[test]
+    fn templates_name_the_schema_rewrite_reads() {
+        assert_eq!(VIEW_SCHEMA, "rowgate");
+    }
+
+    #[test]
+    fn demo_plan_substitutes_placeholders_on_the_tree() {
+        let policy = demo_policy();
+        let plan = plan_sql(
+            &policy,
+            &key(),
+            &InstallOptions::default(),
+            &demo_catalog(&policy),
+        )
+        .unwrap();
+        assert!(plan
+            .iter()
+            .all(|s| !s.contains(":user_id") && !s.contains(":roles")));
+        assert_eq!(
+            view_of(&plan, "orders"),
+            "CREATE VIEW rowgate.orders WITH (security_barrier = true) AS \
+             SELECT id, user_id, total, placed_at, status, metadata FROM public.orders \
+             WHERE (SELECT rowgate.caller_id()) IS NOT NULL AND (user_id = (SELECT rowgate.caller_id()))"
+        );
+        assert_eq!(
+            view_of(&plan, "customers"),
+            "CREATE VIEW rowgate.customers WITH (security_barrier = true) AS \
+             SELECT id, name, department, active, created_at FROM public.customers \
+             WHERE (SELECT rowgate.caller_id()) IS NOT NULL AND (department IN \
+             (SELECT department FROM permissions WHERE allowed_role IN \
+             (SELECT role FROM user_roles WHERE user_id = (SELECT rowgate.caller_id()))))"
+        );
+        // `tenant_id IN (:tenant_id)` became a subquery, `:user_id` a scalar subquery.
+        let items = view_of(&plan, "items");
+        assert!(items.contains(
+            "tenant_id IN (SELECT tenant_id FROM app_users WHERE id = (SELECT rowgate.caller_id()))"
+        ));
+        assert!(items.contains("item_users WHERE user_id = (SELECT rowgate.caller_id())"));
+        // Every statement embedding fragments reads back as itself.
+        for statement in plan.iter().filter(|s| s.starts_with("CREATE VIEW")) {
+            assert_eq!(
+                Parser::parse_sql(&DIALECT, statement).unwrap()[0].to_string(),
+                *statement
+            );
+        }
+    }
+
+    #[test]
+    fn functions_embed_the_subject_queries() {
+        let policy = demo_policy();
+        let plan = plan_sql(
+            &policy,
+            &key(),
+            &InstallOptions::default(),
+            &demo_catalog(&policy),
+        )
+        .unwrap();
+        let exists = plan
+            .iter()
+            .find(|s| s.contains("rowgate.caller_exists()"))
+            .unwrap();
+        assert!(exists.ends_with(
+            "RETURN (SELECT rowgate.caller_id()) IS NOT NULL AND (EXISTS (SELECT 1 FROM app_users \
+             WHERE id = (SELECT rowgate.caller_id())))"
+        ));
+        let attributes = plan
+            .iter()
+            .find(|s| s.contains("rowgate.caller_attributes()"))
+            .unwrap();
+        assert!(attributes.contains(
+            "pg_catalog.jsonb_build_object('roles', pg_catalog.to_jsonb(ARRAY(SELECT role FROM \
+             user_roles WHERE user_id = (SELECT rowgate.caller_id()))), 'tenant_id'"
+        ));
+        let caller_id = plan
+            .iter()
+            .find(|s| s.contains("FUNCTION rowgate.caller_id()"))
+            .unwrap();
+        assert!(caller_id.contains("'rowgate.caller'") && caller_id.contains("SECURITY DEFINER"));
+    }
+
+    #[test]
+    fn match_views_are_distinct_and_hide_the_permission_column() {
+        let yaml = "subject:\n  attributes:\n    roles: \"SELECT role FROM user_roles WHERE user_id = :user_id\"\n\
+                    tables:\n  inv:\n    view: invoices_view\n    column: allowed_role\n    match: roles\n";
+        let policy = Policy::from_yaml("t.yaml", yaml).unwrap();
+        let mut catalog = Catalog::default();
+        catalog.source_columns.insert(
+            "inv".into(),
+            vec!["id".into(), "amount".into(), "allowed_role".into()],
+        );
+        let plan = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap();
+        assert_eq!(
+            view_of(&plan, "inv"),
+            "CREATE VIEW rowgate.inv WITH (security_barrier = true) AS SELECT DISTINCT id, amount \
+             FROM public.invoices_view WHERE (SELECT rowgate.caller_id()) IS NOT NULL AND \
+             (allowed_role IN (SELECT role FROM user_roles WHERE user_id = (SELECT rowgate.caller_id())))"
+        );
+        let listed = yaml.replace(
+            "match: roles\n",
+            "match: roles\n    columns: [id, allowed_role]\n",
+        );
+        let policy = Policy::from_yaml("t.yaml", &listed).unwrap();
+        assert!(matches!(
+            plan_sql(&policy, &key(), &InstallOptions::default(), &catalog),
+            Err(InstallError::PermissionColumnListed { .. })
+        ));
+    }
+
+    #[test]
+    fn in_lists_any_and_scalars_are_substituted() {
+        let yaml = "subject:\n  attributes:\n    roles: \"SELECT role FROM user_roles WHERE user_id = :user_id\"\n\
+                    tables:\n  t:\n    rows: \"a NOT IN (:roles, 'x') OR b = ANY (:roles) OR c = :roles\"\n";
+        let policy = Policy::from_yaml("t.yaml", yaml).unwrap();
+        let mut catalog = Catalog::default();
+        catalog
+            .source_columns
+            .insert("t".into(), vec!["a".into(), "b".into(), "c".into()]);
+        let plan = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap();
+        let roles = "SELECT role FROM user_roles WHERE user_id = (SELECT rowgate.caller_id())";
+        assert!(view_of(&plan, "t").ends_with(&format!(
+            "AND ((a NOT IN ({roles}) AND a NOT IN ('x')) OR b = ANY(ARRAY({roles})) OR c = ({roles}))"
+        )));
+    }
+
+    #[test]
+    fn missing_columns_and_uninspected_tables_are_refused() {
+        let policy = demo_policy();
+        let mut catalog = demo_catalog(&policy);
+        catalog
+            .source_columns
+            .insert("customers".into(), vec!["id".into(), "name".into()]);
+        let err = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap_err();
+        assert!(
+            matches!(err, InstallError::ColumnMissing { ref column, .. } if column == "department"),
+            "{err}"
+        );
+        catalog.source_columns.clear();
+        assert!(matches!(
+            plan_sql(&policy, &key(), &InstallOptions::default(), &catalog),
+            Err(InstallError::NotInspected { .. })
+        ));
+    }
+
+    #[test]
+    fn role_names_are_quoted_and_checked() {
+        let policy = demo_policy();
+        let catalog = demo_catalog(&policy);
+        let options = InstallOptions {
+            agent_role: "Agent \"x\"; DROP TABLE invoices".into(),
+            agent_password: Some("it's \\ secret".into()),
+        };
+        let plan = plan_sql(&policy, &key(), &options, &catalog).unwrap();
+        assert!(plan.contains(
+            &"CREATE ROLE \"Agent \"\"x\"\"; DROP TABLE invoices\" WITH LOGIN NOSUPERUSER \
+              NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD 'it''s \\ secret'"
+                .to_string()
+        ));
+        for (role, password) in [
+            ("", None),
+            ("public", None),
+            ("pg_x", None),
+            ("a\0b", None),
+            ("ok", Some("a\0")),
+        ] {
+            let options = InstallOptions {
+                agent_role: role.into(),
+                agent_password: password.map(String::from),
+            };
+            assert!(
+                plan_sql(&policy, &key(), &options, &catalog).is_err(),
+                "{role:?}"
+            );
+        }
+        assert!(!format!("{options:?}").contains("secret"));
+    }
+
+    #[test]
+    fn the_key_is_stored_as_hex() {
+        let policy = demo_policy();
+        let plan = plan_sql(
+            &policy,
+            &key(),
+            &InstallOptions::default(),
+            &demo_catalog(&policy),
+        )
+        .unwrap();
+        let insert = format!(
+            "INSERT INTO rowgate_private.identity_key (key) VALUES (pg_catalog.decode('{}', 'hex'))",
+            key().to_hex()
+        );
+        assert!(plan.contains(&insert));
+    }
+
+    #[test]
+    fn stale_views_are_dropped_and_existing_roles_altered() {
+        let policy = demo_policy();
+        let mut catalog = demo_catalog(&policy);
+        catalog.views = ["invoices".to_string(), "old".to_string()].into();
+        catalog.agent_exists = true;
+        catalog.agent_member_of = vec!["pg_read_all_data".into()];
+        let plan = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap();
+        assert!(plan.contains(&"DROP VIEW rowgate.old".to_string()));
+        assert!(!plan.contains(&"DROP VIEW rowgate.invoices".to_string()));
+        assert!(plan.contains(&"DROP VIEW IF EXISTS rowgate.invoices".to_string()));
+        assert!(plan
+            .iter()
+            .any(|s| s.starts_with("ALTER ROLE rowgate_agent WITH LOGIN NOSUPERUSER")));
+        assert!(plan.contains(&"REVOKE pg_read_all_data FROM rowgate_agent".to_string()));
+    }
+
+    #[test]
+    fn literals_double_quotes() {
+        assert_eq!(quote_literal("a'b"), "'a''b'");
+    }
+}
