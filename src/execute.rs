@@ -4,15 +4,17 @@
 //! server-side `statement_timeout`, a pinned `search_path` and the signed caller id set
 //! locally, and is always rolled back. The caller check (`exists`) runs in the same round trip
 //! as the setup, pipelined with the statement's preparation, so an unknown user costs nothing
-//! more than a known one. Rows are fetched through a portal, `max_rows + 1` at most, so
-//! `truncated` is exact and a huge result is never transferred.
+//! more than a known one. Rows are read until `max_rows + 1`, so `truncated` is exact; what
+//! follows is discarded unread (the statement timeout bounds how long the server produces it).
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use futures_util::TryStreamExt;
+use tokio_postgres::types::Type;
+use tokio_postgres::NoTls;
 
-use crate::caller::{IdentityKey, SETTING};
+use crate::caller::IdentityKey;
 use crate::refusal::{ErrorCode, Refusal};
 
 #[derive(Debug, thiserror::Error)]
@@ -139,31 +141,32 @@ impl Executor {
         &self.pool
     }
 
-    /// The setup batch: read-only fence, timeout, pinned names, the signed caller, and the
-    /// caller check, in one simple-protocol message. Every value in it is ours (digits, hex).
-    fn setup_sql(&self, user_id: &str, then: &str) -> String {
+    /// The fence, in one simple-protocol message. It starts with ROLLBACK so that a connection
+    /// handed back mid-transaction (a request cancelled by its client) is clean before use;
+    /// outside a transaction ROLLBACK is only a warning. Every value in it is ours (digits).
+    fn fence_sql(&self) -> String {
         format!(
-            "SET LOCAL statement_timeout = {}; SET LOCAL search_path = pg_catalog, public; \
-             SET LOCAL {SETTING} = '{}'; {then}",
+            "ROLLBACK; BEGIN TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; \
+             SET LOCAL search_path = pg_catalog, public",
             self.config.statement_timeout.as_millis().max(1),
-            self.key.sign(user_id),
         )
     }
 
     /// Runs `sql` (already rewritten) for `user_id`, returning at most `max_rows` rows.
-    pub async fn run(
-        &self,
-        user_id: &str,
-        sql: &str,
-        max_rows: usize,
-    ) -> Result<Output, ExecuteError> {
+    pub async fn run(&self, user_id: &str, sql: &str, max_rows: usize) -> Result<Output, ExecuteError> {
         // A hard stop a little after the server's own timeout, in case the server never answers.
         let limit = self.config.statement_timeout + Duration::from_secs(2);
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let result =
-            tokio::time::timeout(limit, self.run_on(&mut client, user_id, sql, max_rows)).await;
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let result = tokio::time::timeout(limit, self.run_on(&client, user_id, sql, max_rows)).await;
         match result {
-            Ok(output) => output,
+            Ok(output) => {
+                // Roll back off the request's path: the answer does not wait for it, and the
+                // connection returns to the pool only once the transaction is gone.
+                tokio::spawn(async move {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                });
+                output
+            }
             Err(_) => {
                 // The connection is mid-query: never hand it to another request.
                 let _ = deadpool_postgres::Object::take(client);
@@ -172,76 +175,80 @@ impl Executor {
         }
     }
 
+    /// Two round trips. The first carries, pipelined: the fence, the signed caller (as a bind
+    /// parameter, so it never appears in `pg_stat_activity`, where other sessions of the
+    /// serving role could copy it), the caller check, and the statement's preparation. The
+    /// second runs it and reads `max_rows + 1` rows at most.
     async fn run_on(
         &self,
-        client: &mut deadpool_postgres::Object,
+        client: &deadpool_postgres::Object,
         user_id: &str,
         sql: &str,
         max_rows: usize,
     ) -> Result<Output, ExecuteError> {
         let timeout = self.config.statement_timeout;
         let err = |e| classify(e, timeout);
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(err)?;
-        let setup = self.setup_sql(user_id, "SELECT rowgate.caller_exists()");
-        // Pipelined: both requests leave before either answer comes back.
-        let (setup, statement) = tokio::join!(tx.simple_query(&setup), tx.prepare(sql));
-        if !caller_exists(&setup.map_err(err)?) {
-            let _ = tx.rollback().await;
+        let fence = self.fence_sql();
+        let signed = self.key.sign(user_id);
+        let identity_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+            [(&signed, Type::TEXT)];
+        let (fence, identity, exists, statement) = tokio::join!(
+            client.batch_execute(&fence),
+            client.query_typed(SET_CALLER, &identity_params),
+            client.query_typed(CALLER_EXISTS, &[]),
+            client.prepare(sql),
+        );
+        fence.map_err(err)?;
+        identity.map_err(err)?;
+        let exists = exists.map_err(err)?;
+        if !exists.first().is_some_and(|row| row.get::<_, bool>(0)) {
             return Err(ExecuteError::UnknownUser);
         }
         let statement = statement.map_err(err)?;
-        let portal = tx.bind(&statement, &[]).await.map_err(err)?;
-        let rows = tx
-            .query_portal(&portal, (max_rows as i32).saturating_add(1))
-            .await
-            .map_err(err)?;
-        tx.rollback().await.map_err(err)?;
-        let truncated = rows.len() > max_rows;
-        let mut rows = rows;
-        rows.truncate(max_rows);
-        Ok(Output {
-            statement,
-            rows,
-            truncated,
-        })
+        let stream = client.query_raw(&statement, std::iter::empty::<&str>()).await.map_err(err)?;
+        let mut stream = std::pin::pin!(stream);
+        let mut rows = Vec::new();
+        let mut truncated = false;
+        while let Some(row) = stream.try_next().await.map_err(err)? {
+            if rows.len() == max_rows {
+                // One row past the limit proves truncation; the rest is discarded unread.
+                truncated = true;
+                break;
+            }
+            rows.push(row);
+        }
+        Ok(Output { statement, rows, truncated })
     }
 
     /// For a dry run: whether the caller exists, and its attribute values as the views see them.
     pub async fn attributes(&self, user_id: &str) -> Result<serde_json::Value, ExecuteError> {
         let timeout = self.config.statement_timeout;
         let err = |e| classify(e, timeout);
-        let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(err)?;
-        let setup = self.setup_sql(
-            user_id,
-            "SELECT rowgate.caller_exists(), rowgate.caller_attributes()::text",
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let fence = self.fence_sql();
+        let signed = self.key.sign(user_id);
+        let identity_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+            [(&signed, Type::TEXT)];
+        let (fence, identity, answer) = tokio::join!(
+            client.batch_execute(&fence),
+            client.query_typed(SET_CALLER, &identity_params),
+            client.query_typed(
+                "SELECT rowgate.caller_exists(), rowgate.caller_attributes()::text",
+                &[]
+            ),
         );
-        let messages = tx.simple_query(&setup).await.map_err(err)?;
-        let _ = tx.rollback().await;
-        let row = messages.iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
+        tokio::spawn(async move {
+            let _ = client.batch_execute("ROLLBACK").await;
         });
-        let Some(row) = row else {
-            return Err(ExecuteError::UnknownUser);
-        };
-        if row.get(0) != Some("t") {
+        fence.map_err(err)?;
+        identity.map_err(err)?;
+        let answer = answer.map_err(err)?;
+        let Some(row) = answer.first() else { return Err(ExecuteError::UnknownUser) };
+        if !row.get::<_, bool>(0) {
             return Err(ExecuteError::UnknownUser);
         }
-        Ok(row
-            .get(1)
-            .and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or_default())
+        let attributes: Option<String> = row.get(1);
+        Ok(attributes.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
     }
 
     /// Readiness: the database answers a trivial query.
@@ -255,8 +262,5 @@ impl Executor {
     }
 }
 
-fn caller_exists(messages: &[SimpleQueryMessage]) -> bool {
-    messages
-        .iter()
-        .any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("t")))
-}
+const SET_CALLER: &str = "SELECT set_config('rowgate.caller', $1, true)";
+const CALLER_EXISTS: &str = "SELECT rowgate.caller_exists()";

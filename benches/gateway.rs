@@ -1,0 +1,209 @@
+//! Load benchmark: the gateway over HTTP against the same query run directly on PostgreSQL with
+//! the filter written by hand (as a superuser, no fence: the lower bound).
+//!
+//! Run: `cargo bench --bench gateway` (needs PostgreSQL on 127.0.0.1:5432, user postgres, trust;
+//! override with ROWGATE_BENCH_DATABASE_URL). It builds the demo database `rg_bench_gateway`,
+//! serves it in-process as a fresh serving role, and prints median/p99 latency at 1 client and
+//! throughput at 16 clients for each arm. Results: BENCHMARKS.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rowgate::auth::ApiKeys;
+use rowgate::caller::IdentityKey;
+use rowgate::execute::ExecuteConfig;
+use rowgate::install::InstallOptions;
+use rowgate::parse::Limits;
+use rowgate::policy::Policy;
+use rowgate::server::ServeConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const QUERIES: &[(&str, &str, &str)] = &[
+    (
+        "point lookup",
+        "SELECT id, amount, department FROM invoices WHERE id = 42",
+        "SELECT id, amount, department FROM invoices WHERE id = 42 AND department IN (SELECT department FROM permissions WHERE allowed_role IN (SELECT role FROM user_roles WHERE user_id = 'anne'))",
+    ),
+    (
+        "aggregate",
+        "SELECT department, count(*), sum(amount) FROM invoices GROUP BY 1 ORDER BY 1",
+        "SELECT department, count(*), sum(amount) FROM invoices WHERE department IN (SELECT department FROM permissions WHERE allowed_role IN (SELECT role FROM user_roles WHERE user_id = 'anne')) GROUP BY 1 ORDER BY 1",
+    ),
+];
+
+/// One keep-alive HTTP/1.1 connection: enough client for our own server.
+struct Http {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Http {
+    async fn connect(addr: SocketAddr) -> Http {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Http { stream, buffer: Vec::with_capacity(64 * 1024) }
+    }
+
+    async fn post(&mut self, body: &str) -> u16 {
+        let request = format!(
+            "POST /v1/query HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+        self.buffer.clear();
+        loop {
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "server closed the connection");
+            self.buffer.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&self.buffer);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap()))
+                    .unwrap_or(0);
+                if self.buffer.len() >= end + 4 + length {
+                    return text[9..12].parse().unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Median and p99 of the timed samples, after a warm-up of a tenth as many.
+fn summarize(mut times: Vec<Duration>) -> (Duration, Duration) {
+    let warm = times.len() / 11;
+    times.drain(..warm);
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+const SAMPLES: usize = 2200;
+
+#[tokio::main]
+async fn main() {
+    let admin_url = std::env::var("ROWGATE_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin: tokio_postgres::Config = admin_url.parse().unwrap();
+    let database = "rg_bench_gateway";
+    let client = rowgate::demo::create_database(&admin, database, &PathBuf::from("migrations")).await.unwrap();
+    let policy = Policy::load_dir(&PathBuf::from("policies")).unwrap();
+    let key = IdentityKey::generate().unwrap();
+    let options = InstallOptions { agent_role: "rg_bench_agent".into(), agent_password: Some("bench".into()) };
+    rowgate::install::install(&client, &policy, &key, &options).await.unwrap();
+
+    let mut agent = admin.clone();
+    agent.dbname(database).user("rg_bench_agent").password("bench");
+    let config = ServeConfig {
+        database: agent,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        api_keys: ApiKeys::default(),
+        policies: "policies".into(),
+        key,
+        max_rows: 1000,
+        execute: ExecuteConfig { pool_size: 16, ..ExecuteConfig::default() },
+        limits: Limits::default(),
+        insecure: false,
+    };
+    let state = rowgate::server::prepare(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, rowgate::http::router(state)).await });
+
+    let mut direct_config = admin.clone();
+    direct_config.dbname(database);
+    println!("| query | arm | 1 client p50 | 1 client p99 | 16 clients req/s |");
+    println!("|---|---|---|---|---|");
+    for (name, agent_sql, direct_sql) in QUERIES {
+        let body = serde_json::json!({"user_id": "anne", "sql": agent_sql}).to_string();
+        let mut http = Http::connect(addr).await;
+        assert_eq!(http.post(&body).await, 200);
+        let mut times = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            let t = Instant::now();
+            assert_eq!(http.post(&body).await, 200);
+            times.push(t.elapsed());
+        }
+        let (g50, g99) = summarize(times);
+        let (direct, connection) = direct_config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let statement = direct.prepare(direct_sql).await.unwrap();
+        let mut times = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            let t = Instant::now();
+            direct.query(&statement, &[]).await.unwrap();
+            times.push(t.elapsed());
+        }
+        let (d50, d99) = summarize(times);
+        let gateway_rps = gateway_throughput(addr, &body, 16, Duration::from_secs(5)).await;
+        let direct_rps = direct_throughput(&direct_config, direct_sql, 16, Duration::from_secs(5)).await;
+        println!("| {name} | gateway | {:.3} ms | {:.3} ms | {gateway_rps:.0} |", ms(g50), ms(g99));
+        println!("| {name} | direct | {:.3} ms | {:.3} ms | {direct_rps:.0} |", ms(d50), ms(d99));
+        println!(
+            "| {name} | gateway − direct | {:.3} ms added | | {:.0}% of direct |",
+            ms(g50) - ms(d50),
+            100.0 * gateway_rps / direct_rps
+        );
+    }
+    let (admin_client, connection) = admin.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    drop(client);
+    admin_client.batch_execute("DROP DATABASE rg_bench_gateway WITH (FORCE)").await.unwrap();
+}
+
+async fn gateway_throughput(addr: SocketAddr, body: &str, clients: usize, run: Duration) -> f64 {
+    let deadline = Instant::now() + run;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let body = body.to_string();
+            tokio::spawn(async move {
+                let mut http = Http::connect(addr).await;
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    assert_eq!(http.post(&body).await, 200);
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    total as f64 / run.as_secs_f64()
+}
+
+async fn direct_throughput(config: &tokio_postgres::Config, sql: &str, clients: usize, run: Duration) -> f64 {
+    let deadline = Instant::now() + run;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let sql = sql.to_string();
+        tasks.push(tokio::spawn(async move {
+            let statement = client.prepare(&sql).await.unwrap();
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                client.query(&statement, &[]).await.unwrap();
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    total as f64 / run.as_secs_f64()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
