@@ -58,7 +58,18 @@ impl Refusal for ExecuteError {
 }
 
 fn classify(error: tokio_postgres::Error, timeout: Duration) -> ExecuteError {
+    if error.is_closed() {
+        return ExecuteError::Unavailable(error.to_string());
+    }
     match error.as_db_error() {
+        // The server going away (shutdown, terminated backend, connection trouble, out of
+        // resources) is not the query's fault.
+        Some(db)
+            if matches!(db.severity(), "FATAL" | "PANIC")
+                || ["08", "53", "57P"].iter().any(|p| db.code().code().starts_with(p)) =>
+        {
+            ExecuteError::Unavailable(db.message().to_string())
+        }
         Some(db) if *db.code() == tokio_postgres::error::SqlState::QUERY_CANCELED => {
             ExecuteError::Timeout(timeout)
         }
@@ -159,6 +170,11 @@ impl Executor {
         let client = self.pool.get().await.map_err(pool_error)?;
         let result = tokio::time::timeout(limit, self.run_on(&client, user_id, sql, max_rows)).await;
         match result {
+            Ok(Err(error @ ExecuteError::Unavailable(_))) => {
+                // A broken connection must not go back to the pool.
+                let _ = deadpool_postgres::Object::take(client);
+                Err(error)
+            }
             Ok(output) => {
                 // Roll back off the request's path: the answer does not wait for it, and the
                 // connection returns to the pool only once the transaction is gone.
@@ -237,12 +253,15 @@ impl Executor {
                 &[]
             ),
         );
-        tokio::spawn(async move {
-            let _ = client.batch_execute("ROLLBACK").await;
-        });
-        fence.map_err(err)?;
-        identity.map_err(err)?;
-        let answer = answer.map_err(err)?;
+        let checked = fence.and(identity).and(answer).map_err(err);
+        if matches!(checked, Err(ExecuteError::Unavailable(_))) {
+            let _ = deadpool_postgres::Object::take(client);
+        } else {
+            tokio::spawn(async move {
+                let _ = client.batch_execute("ROLLBACK").await;
+            });
+        }
+        let answer = checked?;
         let Some(row) = answer.first() else { return Err(ExecuteError::UnknownUser) };
         if !row.get::<_, bool>(0) {
             return Err(ExecuteError::UnknownUser);

@@ -36,3 +36,12 @@ pub async fn not_found() -> Response {
     }});
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
+
+pub async fn method_not_allowed() -> Response {
+    let body = json!({"error": {
+        "code": "invalid_request",
+        "message": "method not allowed on this endpoint",
+        "hint": "Use POST for /v1/query and GET for /v1/schema, /healthz, /readyz and /metrics.",
+    }});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
