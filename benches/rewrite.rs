@@ -10,7 +10,8 @@ use rowgate::pipeline;
 use rowgate::policy::Policy;
 use sqlparser::parser::Parser;
 
-const TYPICAL: &str = "SELECT c.name, date_trunc('month', i.issued_on) AS month, SUM(i.amount) AS total, \
+const TYPICAL: &str =
+    "SELECT c.name, date_trunc('month', i.issued_on) AS month, SUM(i.amount) AS total, \
 COUNT(t.id) AS payments FROM invoices i JOIN customers c ON c.id = i.customer_id \
 LEFT JOIN transactions t ON t.invoice_id = i.id \
 WHERE i.amount > (SELECT avg(amount) FROM invoices WHERE department = i.department) \

@@ -19,18 +19,24 @@ fn http_tool_posts_the_query_contract() {
     assert_eq!(p["method"], "POST");
     assert!(p["url"].as_str().unwrap().ends_with("/v1/query"));
     let headers = p["headerParameters"]["parameters"].as_array().unwrap();
-    assert!(headers
-        .iter()
-        .any(|h| h["name"] == "Authorization" && h["value"].as_str().unwrap().starts_with("Bearer ")));
+    assert!(headers.iter().any(
+        |h| h["name"] == "Authorization" && h["value"].as_str().unwrap().starts_with("Bearer ")
+    ));
     let body = p["jsonBody"].as_str().unwrap();
     // The user id comes from the chat trigger (the logged-in session), never from the model.
     let user_line = body.lines().find(|l| l.contains("\"user_id\"")).unwrap();
-    assert!(user_line.contains("$('When chat message received')"), "{user_line}");
+    assert!(
+        user_line.contains("$('When chat message received')"),
+        "{user_line}"
+    );
     assert!(!user_line.contains("$fromAI"), "{user_line}");
     let sql_line = body.lines().find(|l| l.contains("\"sql\"")).unwrap();
     assert!(sql_line.contains("$fromAI('sql'"), "{sql_line}");
     // Nothing else is sent: the API refuses unknown fields.
-    let fields: Vec<&str> = body.lines().filter(|l| l.trim_start().starts_with('"')).collect();
+    let fields: Vec<&str> = body
+        .lines()
+        .filter(|l| l.trim_start().starts_with('"'))
+        .collect();
     assert_eq!(fields.len(), 2, "{body}");
 }
 
