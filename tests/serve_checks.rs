@@ -1,0 +1,55 @@
+//! `serve` refuses unsafe configurations at start-up, with a message that says how to fix them.
+
+mod common;
+
+use common::TestDb;
+use rowgate::server::{prepare, ServeError};
+
+#[tokio::test]
+async fn refuses_a_superuser() {
+    let db = TestDb::new().await;
+    let mut config = db.serve_config();
+    config.database = common::admin_config(&db.name);
+    let error = prepare(&config).await.err().expect("a superuser must be refused");
+    assert!(matches!(error, ServeError::UnsafeRole { .. }), "{error}");
+    assert!(error.to_string().contains("superuser"), "{error}");
+    // --insecure lets an experiment through.
+    config.insecure = true;
+    assert!(prepare(&config).await.is_ok());
+    db.teardown().await;
+}
+
+#[tokio::test]
+async fn refuses_a_role_that_can_read_a_base_table() {
+    let db = TestDb::new().await;
+    db.admin
+        .batch_execute(&format!("GRANT SELECT ON public.invoices TO \"{}\"", db.role))
+        .await
+        .unwrap();
+    let error = prepare(&db.serve_config()).await.err().expect("must be refused");
+    let message = error.to_string();
+    assert!(message.contains("public.invoices") && message.contains("REVOKE"), "{message}");
+    db.teardown().await;
+}
+
+#[tokio::test]
+async fn refuses_a_bypassrls_role() {
+    let db = TestDb::new().await;
+    db.admin.batch_execute(&format!("ALTER ROLE \"{}\" BYPASSRLS", db.role)).await.unwrap();
+    let error = prepare(&db.serve_config()).await.err().expect("must be refused");
+    assert!(error.to_string().contains("BYPASSRLS"), "{error}");
+    db.teardown().await;
+}
+
+#[tokio::test]
+async fn refuses_a_network_address_without_an_api_key() {
+    let db = TestDb::new().await;
+    let mut config = db.serve_config();
+    config.bind = "0.0.0.0:0".parse().unwrap();
+    config.api_keys = rowgate::auth::ApiKeys::default();
+    let error = prepare(&config).await.err().expect("must be refused");
+    assert!(matches!(error, ServeError::NoKeyOnNetwork(_)), "{error}");
+    config.api_keys = rowgate::auth::ApiKeys::parse("secret");
+    assert!(prepare(&config).await.is_ok());
+    db.teardown().await;
+}
