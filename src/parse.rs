@@ -9,7 +9,7 @@
 use sqlparser::ast::Statement;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use crate::refusal::{ErrorCode, Refusal};
 use crate::sql::DIALECT;
@@ -46,6 +46,9 @@ pub enum ParseError {
         line: u64,
         column: u64,
     },
+    /// The parser's own recursion limit, which knows no position.
+    #[error("the SQL nests more than {max} levels deep")]
+    TooDeepToParse { max: usize },
     #[error("U& Unicode-escape syntax at line {line}, column {column} is not accepted")]
     UnicodeEscape { line: u64, column: u64 },
     #[error("a number runs into the word `{word}` at line {line}, column {column}")]
@@ -72,7 +75,7 @@ impl Refusal for ParseError {
                 "Send a shorter query: select fewer columns or split the question.".into()
             }
             ParseError::Empty => "Send one SELECT query.".into(),
-            ParseError::TooDeep { .. } => {
+            ParseError::TooDeep { .. } | ParseError::TooDeepToParse { .. } => {
                 "Flatten the query: fewer nested parentheses or subqueries; use a CTE (WITH) or IN (...) instead of long chains.".into()
             }
             ParseError::UnicodeEscape { .. } => {
@@ -105,11 +108,8 @@ pub fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, ParseError> {
         .with_tokens_with_locations(tokens)
         .parse_statements()
         .map_err(|e| match e {
-            sqlparser::parser::ParserError::RecursionLimitExceeded => ParseError::TooDeep {
-                depth: limits.max_depth + 1,
+            sqlparser::parser::ParserError::RecursionLimitExceeded => ParseError::TooDeepToParse {
                 max: limits.max_depth,
-                line: 0,
-                column: 0,
             },
             other => ParseError::Syntax(other.to_string()),
         })?;
@@ -129,9 +129,7 @@ pub fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, ParseError> {
 /// `a + b + c ...` is a left-deep tree as deep as it is long). Commas and clause keywords end an
 /// item, so long select lists and many clauses cost nothing.
 fn check_tokens(tokens: &[TokenWithSpan], max_depth: usize) -> Result<(), ParseError> {
-    // Each level: the operators counted in its current item.
-    let mut levels: Vec<usize> = vec![0];
-    let mut depth: usize = 1;
+    let mut nesting = Nesting::default();
     let mut previous_word_u = false;
     let mut previous_number = false;
     for token in tokens {
@@ -154,6 +152,10 @@ fn check_tokens(tokens: &[TokenWithSpan], max_depth: usize) -> Result<(), ParseE
         }
         previous_word_u = matches!(&token.token, Token::Word(w)
             if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("u"));
+        let keyword = match &token.token {
+            Token::Word(w) if w.quote_style.is_none() => w.keyword,
+            _ => Keyword::NoKeyword,
+        };
         match &token.token {
             Token::UnicodeStringLiteral(_) => {
                 return Err(ParseError::UnicodeEscape {
@@ -161,40 +163,30 @@ fn check_tokens(tokens: &[TokenWithSpan], max_depth: usize) -> Result<(), ParseE
                     column: start.column,
                 })
             }
-            Token::LParen | Token::LBracket => {
-                levels.push(0);
-                depth += 1;
-            }
-            Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::CASE => {
-                levels.push(0);
-                depth += 1;
-            }
-            Token::RParen | Token::RBracket => close(&mut levels, &mut depth),
-            Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::END => {
-                close(&mut levels, &mut depth)
-            }
-            Token::Comma => reset(&mut levels, &mut depth),
-            Token::Word(w) if w.quote_style.is_none() && ends_item(w.keyword) => {
-                reset(&mut levels, &mut depth)
-            }
-            Token::Word(w) if w.quote_style.is_none() && is_operator_word(w.keyword) => {
-                grow(&mut levels, &mut depth)
-            }
-            Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)
-            | Token::Whitespace(_)
+            Token::LParen => nesting.open(Opener::Paren),
+            Token::LBracket => nesting.open(Opener::Bracket),
+            Token::Word(_) if keyword == Keyword::CASE => nesting.open(Opener::Case),
+            Token::RParen => nesting.close(Opener::Paren),
+            Token::RBracket => nesting.close(Opener::Bracket),
+            Token::Word(_) if keyword == Keyword::END => nesting.close(Opener::Case),
+            Token::Comma => nesting.end_item(),
+            Token::Word(_) if is_set_operation(keyword) => nesting.set_operation(),
+            Token::Word(_) if ends_item(keyword) => nesting.end_item(),
+            Token::Word(_) if is_operator_word(keyword) => nesting.operator(),
+            Token::Whitespace(_)
             | Token::Word(_)
             | Token::Number(..)
             | Token::SingleQuotedString(_)
             | Token::DollarQuotedString(_)
             | Token::EscapedStringLiteral(_)
             | Token::SemiColon
-            | Token::Period
             | Token::Placeholder(_) => {}
-            _ => grow(&mut levels, &mut depth),
+            // Every other token is an operator or punctuation, `.` and `::` included.
+            _ => nesting.operator(),
         }
-        if depth > max_depth {
+        if nesting.depth > max_depth {
             return Err(ParseError::TooDeep {
-                depth,
+                depth: nesting.depth,
                 max: max_depth,
                 line: start.line,
                 column: start.column,
@@ -204,25 +196,95 @@ fn check_tokens(tokens: &[TokenWithSpan], max_depth: usize) -> Result<(), ParseE
     Ok(())
 }
 
-fn close(levels: &mut Vec<usize>, depth: &mut usize) {
-    if levels.len() > 1 {
-        let top = levels.pop().unwrap_or(0);
-        *depth = depth.saturating_sub(top + 1);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opener {
+    Top,
+    Paren,
+    Bracket,
+    Case,
+}
+
+/// One open parenthesis, bracket or CASE, with what has been chained inside it so far.
+#[derive(Debug)]
+struct Level {
+    opener: Opener,
+    /// Operators in the current item (reset by a comma or a clause keyword).
+    operators: usize,
+    /// Set operations at this level (a UNION chain is a tree as deep as it is long; clause
+    /// keywords do not reset it).
+    set_operations: usize,
+}
+
+/// An upper bound of the depth of the tree the parser will build. It can only over-count: a
+/// closing token that does not match the innermost opener is ignored, so stray `)` or `END`
+/// cannot hide what comes after them.
+#[derive(Debug)]
+struct Nesting {
+    levels: Vec<Level>,
+    depth: usize,
+}
+
+impl Default for Nesting {
+    fn default() -> Self {
+        Nesting {
+            levels: vec![Level {
+                opener: Opener::Top,
+                operators: 0,
+                set_operations: 0,
+            }],
+            depth: 1,
+        }
     }
 }
 
-fn grow(levels: &mut [usize], depth: &mut usize) {
-    if let Some(top) = levels.last_mut() {
-        *top += 1;
+impl Nesting {
+    fn open(&mut self, opener: Opener) {
+        self.levels.push(Level {
+            opener,
+            operators: 0,
+            set_operations: 0,
+        });
+        self.depth += 1;
     }
-    *depth += 1;
+
+    fn close(&mut self, opener: Opener) {
+        if self.levels.len() > 1 && self.levels.last().map(|l| l.opener) == Some(opener) {
+            if let Some(level) = self.levels.pop() {
+                self.depth = self
+                    .depth
+                    .saturating_sub(1 + level.operators + level.set_operations);
+            }
+        }
+    }
+
+    fn operator(&mut self) {
+        if let Some(level) = self.levels.last_mut() {
+            level.operators += 1;
+            self.depth += 1;
+        }
+    }
+
+    fn end_item(&mut self) {
+        if let Some(level) = self.levels.last_mut() {
+            self.depth = self.depth.saturating_sub(level.operators);
+            level.operators = 0;
+        }
+    }
+
+    fn set_operation(&mut self) {
+        self.end_item();
+        if let Some(level) = self.levels.last_mut() {
+            level.set_operations += 1;
+            self.depth += 1;
+        }
+    }
 }
 
-fn reset(levels: &mut [usize], depth: &mut usize) {
-    if let Some(top) = levels.last_mut() {
-        *depth = depth.saturating_sub(*top);
-        *top = 0;
-    }
+fn is_set_operation(keyword: Keyword) -> bool {
+    matches!(
+        keyword,
+        Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT | Keyword::MINUS
+    )
 }
 
 fn ends_item(keyword: Keyword) -> bool {
@@ -236,9 +298,6 @@ fn ends_item(keyword: Keyword) -> bool {
             | Keyword::ORDER
             | Keyword::LIMIT
             | Keyword::OFFSET
-            | Keyword::UNION
-            | Keyword::INTERSECT
-            | Keyword::EXCEPT
             | Keyword::WINDOW
             | Keyword::WHEN
             | Keyword::THEN
@@ -262,5 +321,65 @@ fn is_operator_word(keyword: Keyword) -> bool {
             | Keyword::IN
             | Keyword::COLLATE
             | Keyword::AT
+            | Keyword::XOR
+            | Keyword::OVERLAPS
+            | Keyword::NOTNULL
+            | Keyword::REGEXP
+            | Keyword::RLIKE
+            | Keyword::GLOB
+            | Keyword::MATCH
+            | Keyword::MEMBER
+            | Keyword::OPERATOR
+            | Keyword::DIV
+            | Keyword::ESCAPE
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn depth_error(sql: &str) -> bool {
+        matches!(
+            parse(sql, &Limits::default()),
+            Err(ParseError::TooDeep { .. })
+        )
+    }
+
+    #[test]
+    fn stray_closers_do_not_hide_depth() {
+        let chain = |n: usize| format!("1{}", " + 1".repeat(n));
+        // Before: `END` or `]` closed the open parenthesis, so the second half was counted
+        // from the top level again.
+        assert!(depth_error(&format!(
+            "SELECT ({} END {})",
+            chain(150),
+            chain(150)
+        )));
+        assert!(depth_error(&format!(
+            "SELECT ({} ] {})",
+            chain(150),
+            chain(150)
+        )));
+        assert!(!depth_error(&format!(
+            "SELECT ({}) + ({})",
+            chain(150),
+            chain(150)
+        )));
+    }
+
+    #[test]
+    fn set_operations_count_as_depth_but_clauses_do_not_reset_them() {
+        assert!(depth_error(&format!(
+            "SELECT 1{}",
+            " UNION SELECT 1".repeat(250)
+        )));
+        assert!(!depth_error(&format!(
+            "SELECT 1{}",
+            " UNION SELECT 1".repeat(150)
+        )));
+        // Inside parentheses they are counted at that level and released at `)`.
+        let branch = format!("(SELECT 1{})", " UNION SELECT 1".repeat(100));
+        assert!(!depth_error(&format!("{branch} UNION {branch}")));
+    }
 }

@@ -639,6 +639,36 @@ fn deep_nesting_is_a_parse_error_not_a_stack_overflow() {
                 " AND true".repeat(n / 2)
             ),
         ),
+        // Set operations, XOR and NOTNULL chain without nesting anything: sqlparser builds
+        // them into trees as deep as the chain is long (a 4,300-deep UNION chain overflowed a
+        // 1.5 MiB stack in a debug build, within 25% of the 2 MiB a tokio worker has).
+        (
+            "chained UNION",
+            format!("SELECT 1{}", " UNION SELECT 1".repeat(4000)),
+        ),
+        (
+            "chained UNION ALL over a table",
+            format!(
+                "SELECT id FROM invoices{}",
+                " UNION ALL SELECT id FROM invoices".repeat(1500)
+            ),
+        ),
+        (
+            "chained INTERSECT and EXCEPT",
+            format!(
+                "SELECT 1{}",
+                " INTERSECT SELECT 1 EXCEPT SELECT 1".repeat(1500)
+            ),
+        ),
+        ("chained XOR", format!("SELECT 1{}", " XOR 1".repeat(n / 2))),
+        (
+            "chained NOTNULL",
+            format!("SELECT 1{}", " NOTNULL".repeat(n / 2)),
+        ),
+        (
+            "chained OVERLAPS",
+            format!("SELECT (1, 2){}", " OVERLAPS (1, 2)".repeat(n / 4)),
+        ),
         (
             "array brackets",
             format!("SELECT {}1{}", "ARRAY[".repeat(n / 10), "]".repeat(n / 10)),
@@ -660,6 +690,13 @@ fn nesting_within_the_cap_is_accepted() {
     let (code, message) = deep_refusal(sql);
     assert_eq!(code, "accepted", "{message}");
     let sql = format!("SELECT 1{} FROM invoices", " + 1".repeat(150));
+    let (code, message) = deep_refusal(sql);
+    assert_eq!(code, "accepted", "{message}");
+    // A few set operations are fine.
+    let sql = format!(
+        "SELECT id FROM invoices{}",
+        " UNION SELECT id FROM orders".repeat(50)
+    );
     let (code, message) = deep_refusal(sql);
     assert_eq!(code, "accepted", "{message}");
     // Long flat lists do not count as depth.
