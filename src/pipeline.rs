@@ -79,6 +79,11 @@ pub fn rewrite(sql: &str, policy: &Policy, limits: &Limits) -> Result<Rewritten,
 /// purpose; one that appears means two tokens ran together (`- -1` printed as `--1`), and the
 /// database would read something other than the tree rowgate checked.
 pub fn printed_sql_is_plain(sql: &str) -> bool {
+    // Every comment starts with one of these; most queries hold neither, and tokenizing costs
+    // about half as much as parsing.
+    if !sql.contains("--") && !sql.contains("/*") {
+        return true;
+    }
     match Tokenizer::new(&DIALECT, sql).tokenize() {
         Ok(tokens) => !tokens.iter().any(|t| {
             matches!(

@@ -31,6 +31,8 @@ const CTE_NAMES: &[&str] = &["x", "y", "invoices", "orders"];
 struct Query {
     with: Option<With>,
     body: Body,
+    /// `ORDER BY (subquery)`: resolved in the scope of the query's body.
+    order_by: Option<Box<Query>>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +52,7 @@ enum Body {
 struct Select {
     projection: Projection,
     from: Vec<From>,
-    joins: Vec<From>,
+    joins: Vec<(From, Condition)>,
     condition: Option<Condition>,
 }
 
@@ -87,6 +89,9 @@ enum From {
         alias: &'static str,
     },
     Series {
+        alias: &'static str,
+    },
+    Values {
         alias: &'static str,
     },
 }
@@ -140,8 +145,21 @@ fn query_strategy(depth: u32) -> BoxedStrategy<Query> {
         ]
         .boxed()
     };
-    (with, body_strategy(depth))
-        .prop_map(|(with, body)| Query { with, body })
+    let order_by = if depth == 0 {
+        Just(None).boxed()
+    } else {
+        prop_oneof![
+            4 => Just(None),
+            1 => query_strategy(depth - 1).prop_map(|q| Some(Box::new(q))),
+        ]
+        .boxed()
+    };
+    (with, body_strategy(depth), order_by)
+        .prop_map(|(with, body, order_by)| Query {
+            with,
+            body,
+            order_by,
+        })
         .boxed()
 }
 
@@ -186,8 +204,12 @@ fn from_strategy(depth: u32) -> BoxedStrategy<From> {
     )
         .prop_map(|(name, form, alias)| From::Name { name, form, alias });
     if depth == 0 {
-        return prop_oneof![4 => name, 1 => alias_strategy().prop_map(|alias| From::Series { alias })]
-            .boxed();
+        return prop_oneof![
+            4 => name,
+            1 => alias_strategy().prop_map(|alias| From::Series { alias }),
+            1 => alias_strategy().prop_map(|alias| From::Values { alias }),
+        ]
+        .boxed();
     }
     prop_oneof![
         5 => name,
@@ -237,7 +259,7 @@ fn select_strategy(depth: u32) -> BoxedStrategy<Select> {
     (
         projection_strategy(depth),
         proptest::collection::vec(from_strategy(depth), 1..3),
-        proptest::collection::vec(from_strategy(depth), 0..3),
+        proptest::collection::vec((from_strategy(depth), condition_strategy(depth)), 0..3),
         proptest::option::of(condition_strategy(depth)),
     )
         .prop_map(|(projection, from, joins, condition)| Select {
@@ -278,7 +300,8 @@ impl Printer {
                     scope.extend(&names[..i]);
                 }
                 self.sql.push_str(name);
-                self.sql.push_str(" AS (");
+                self.sql
+                    .push_str(if i % 2 == 0 { " AS (" } else { " (id) AS (" });
                 self.query(body, &scope);
                 self.sql.push(')');
             }
@@ -286,6 +309,11 @@ impl Printer {
             visible.extend(&names);
         }
         self.body(&query.body, &visible);
+        if let Some(order_by) = &query.order_by {
+            self.sql.push_str(" ORDER BY (");
+            self.query(order_by, &visible);
+            self.sql.push_str(") LIMIT 1");
+        }
     }
 
     fn body(&mut self, body: &Body, visible: &[&'static str]) {
@@ -322,7 +350,8 @@ impl Printer {
                 }
                 From::Name { alias: Some(a), .. }
                 | From::Derived { alias: a, .. }
-                | From::Series { alias: a } => {
+                | From::Series { alias: a }
+                | From::Values { alias: a } => {
                     self.sql.push_str(a);
                     self.sql.push_str(".id");
                 }
@@ -340,10 +369,11 @@ impl Printer {
             }
             self.from(from, visible);
         }
-        for join in &select.joins {
+        for (join, on) in &select.joins {
             self.sql.push_str(" JOIN ");
             self.from(join, visible);
-            self.sql.push_str(" ON true");
+            self.sql.push_str(" ON ");
+            self.condition(on, visible);
         }
         if let Some(condition) = &select.condition {
             self.sql.push_str(" WHERE ");
@@ -409,6 +439,11 @@ impl Printer {
             From::Series { alias } => {
                 self.sql.push_str("generate_series(1, 3) AS ");
                 self.sql.push_str(alias);
+            }
+            From::Values { alias } => {
+                self.sql.push_str("(VALUES (1), (2)) AS ");
+                self.sql.push_str(alias);
+                self.sql.push_str(" (id)");
             }
         }
     }
