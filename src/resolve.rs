@@ -359,11 +359,16 @@ impl Resolver<'_> {
     }
 
     /// An unqualified column: refused only when every FROM item in reach is a policy table with
-    /// a known column list and none of them (nor an output alias) has it.
+    /// a known column list and none of them (nor an output alias, nor a FROM item's name) has it.
     fn bare_column(&self, column: &str) -> Flow {
         let mut hidden_in = None;
         for scope in self.scopes() {
             if scope.aliases.contains(column) {
+                return ControlFlow::Continue(());
+            }
+            // No column of that name: PostgreSQL takes the name of a FROM item as a whole-row
+            // reference (`row_to_json(c)`), which carries the permission CTE's columns only.
+            if scope.bindings.iter().any(|b| b.name == column) {
                 return ControlFlow::Continue(());
             }
             for binding in &scope.bindings {

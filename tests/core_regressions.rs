@@ -225,3 +225,28 @@ fn casts_to_row_types_and_unknown_types_are_refused() {
         '1'::numeric(10, 2), 'x'::varchar(3), 'x'::text[]",
     );
 }
+
+/// A FROM item's name used as a value is a whole-row reference (`row_to_json(c)`); it was
+/// refused as a hidden column `c` of `customers`. The row holds the permission CTE's columns
+/// only, so nothing hidden comes with it.
+#[test]
+fn whole_row_references_are_not_hidden_columns() {
+    for sql in [
+        "SELECT row_to_json(c) FROM customers c",
+        "SELECT json_agg(c) FROM customers c",
+        "SELECT to_jsonb(customers) FROM customers",
+        "SELECT customers FROM customers",
+        "SELECT (SELECT json_agg(c) FROM customers c2 WHERE c2.id = c.id) FROM customers c",
+    ] {
+        let out = ok(sql);
+        assert!(
+            out.sql
+                .starts_with("WITH rg_customers AS NOT MATERIALIZED (SELECT id, name, department, active, created_at FROM rowgate.customers)"),
+            "{}",
+            out.sql
+        );
+    }
+    // A name that is neither a column nor a FROM item in reach is still refused.
+    let (code, message, _) = refused("SELECT row_to_json(x) FROM customers c");
+    assert_eq!(code, "column_not_allowed", "{message}");
+}

@@ -233,6 +233,8 @@ snapshots! {
     // --- columns -----------------------------------------------------------------------------
     star_on_a_table_with_a_column_list:
         "SELECT * FROM customers";
+    whole_row_reference:
+        "SELECT c.id, row_to_json(c) AS customer FROM customers c ORDER BY c.id";
     qualified_star_with_join:
         "SELECT c.*, i.amount FROM customers c JOIN invoices i ON i.customer_id = c.id";
 
