@@ -14,7 +14,7 @@ use super::PolicyError;
 pub struct RawFile {
     #[serde(default)]
     pub subject: Option<RawSubject>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub tables: BTreeMap<String, RawTable>,
     /// Extra functions the agent may call, on top of the built-in allowlist.
     #[serde(default)]
@@ -26,7 +26,7 @@ pub struct RawFile {
 pub struct RawSubject {
     #[serde(default)]
     pub exists: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -41,6 +41,36 @@ pub struct RawTable {
     pub column: Option<String>,
     #[serde(rename = "match")]
     pub match_attribute: Option<String>,
+}
+
+/// A map whose keys must be unique: serde_yaml would otherwise keep the last of two entries
+/// with the same name, silently replacing one table's rule with another's.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a mapping of names")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("duplicate entry `{key}`")));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Unique(std::marker::PhantomData))
 }
 
 /// Where something was written: shown in every policy error.
@@ -89,6 +119,23 @@ impl LoadedFile {
             line: section_line,
         }
     }
+}
+
+/// serde_yaml places a duplicate-key error at the start of the mapping; point at the second
+/// occurrence of the key instead.
+fn duplicate_line(text: &str, message: &str) -> Option<usize> {
+    let key = message
+        .split("duplicate entry `")
+        .nth(1)?
+        .split('`')
+        .next()?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            line.len() != line.trim_start().len() && yaml_key(line.trim_start()) == Some(key)
+        })
+        .nth(1)
+        .map(|(index, _)| index + 1)
 }
 
 fn yaml_key(line: &str) -> Option<&str> {
@@ -150,8 +197,11 @@ pub fn parse_text(text: &str) -> Result<RawFile, (usize, String)> {
         return Ok(RawFile::default());
     }
     serde_yaml::from_str(text).map_err(|e| {
-        let line = e.location().map(|l| l.line()).unwrap_or(1);
-        (line, e.to_string())
+        let message = e.to_string();
+        let line = duplicate_line(text, &message)
+            .or_else(|| e.location().map(|l| l.line()))
+            .unwrap_or(1);
+        (line, message)
     })
 }
 
