@@ -43,7 +43,10 @@ impl Http {
     async fn connect(addr: SocketAddr) -> Http {
         let stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        Http { stream, buffer: Vec::with_capacity(64 * 1024) }
+        Http {
+            stream,
+            buffer: Vec::with_capacity(64 * 1024),
+        }
     }
 
     async fn post(&mut self, body: &str) -> u16 {
@@ -62,7 +65,11 @@ impl Http {
             if let Some(end) = text.find("\r\n\r\n") {
                 let length = text[..end]
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
                     .unwrap_or(0);
                 if self.buffer.len() >= end + 4 + length {
                     return text[9..12].parse().unwrap();
@@ -92,14 +99,24 @@ async fn main() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let admin: tokio_postgres::Config = admin_url.parse().unwrap();
     let database = "rg_bench_gateway";
-    let client = rowgate::demo::create_database(&admin, database, &PathBuf::from("migrations")).await.unwrap();
+    let client = rowgate::demo::create_database(&admin, database, &PathBuf::from("migrations"))
+        .await
+        .unwrap();
     let policy = Policy::load_dir(&PathBuf::from("policies")).unwrap();
     let key = IdentityKey::generate().unwrap();
-    let options = InstallOptions { agent_role: "rg_bench_agent".into(), agent_password: Some("bench".into()) };
-    rowgate::install::install(&client, &policy, &key, &options).await.unwrap();
+    let options = InstallOptions {
+        agent_role: "rg_bench_agent".into(),
+        agent_password: Some("bench".into()),
+    };
+    rowgate::install::install(&client, &policy, &key, &options)
+        .await
+        .unwrap();
 
     let mut agent = admin.clone();
-    agent.dbname(database).user("rg_bench_agent").password("bench");
+    agent
+        .dbname(database)
+        .user("rg_bench_agent")
+        .password("bench");
     let config = ServeConfig {
         database: agent,
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -107,7 +124,10 @@ async fn main() {
         policies: "policies".into(),
         key,
         max_rows: 1000,
-        execute: ExecuteConfig { pool_size: 16, ..ExecuteConfig::default() },
+        execute: ExecuteConfig {
+            pool_size: 16,
+            ..ExecuteConfig::default()
+        },
         limits: Limits::default(),
         insecure: false,
     };
@@ -142,9 +162,18 @@ async fn main() {
         }
         let (d50, d99) = summarize(times);
         let gateway_rps = gateway_throughput(addr, &body, 16, Duration::from_secs(5)).await;
-        let direct_rps = direct_throughput(&direct_config, direct_sql, 16, Duration::from_secs(5)).await;
-        println!("| {name} | gateway | {:.3} ms | {:.3} ms | {gateway_rps:.0} |", ms(g50), ms(g99));
-        println!("| {name} | direct | {:.3} ms | {:.3} ms | {direct_rps:.0} |", ms(d50), ms(d99));
+        let direct_rps =
+            direct_throughput(&direct_config, direct_sql, 16, Duration::from_secs(5)).await;
+        println!(
+            "| {name} | gateway | {:.3} ms | {:.3} ms | {gateway_rps:.0} |",
+            ms(g50),
+            ms(g99)
+        );
+        println!(
+            "| {name} | direct | {:.3} ms | {:.3} ms | {direct_rps:.0} |",
+            ms(d50),
+            ms(d99)
+        );
         println!(
             "| {name} | gateway − direct | {:.3} ms added | | {:.0}% of direct |",
             ms(g50) - ms(d50),
@@ -154,7 +183,10 @@ async fn main() {
     let (admin_client, connection) = admin.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     drop(client);
-    admin_client.batch_execute("DROP DATABASE rg_bench_gateway WITH (FORCE)").await.unwrap();
+    admin_client
+        .batch_execute("DROP DATABASE rg_bench_gateway WITH (FORCE)")
+        .await
+        .unwrap();
 }
 
 async fn gateway_throughput(addr: SocketAddr, body: &str, clients: usize, run: Duration) -> f64 {
@@ -180,7 +212,12 @@ async fn gateway_throughput(addr: SocketAddr, body: &str, clients: usize, run: D
     total as f64 / run.as_secs_f64()
 }
 
-async fn direct_throughput(config: &tokio_postgres::Config, sql: &str, clients: usize, run: Duration) -> f64 {
+async fn direct_throughput(
+    config: &tokio_postgres::Config,
+    sql: &str,
+    clients: usize,
+    run: Duration,
+) -> f64 {
     let deadline = Instant::now() + run;
     let mut tasks = Vec::new();
     for _ in 0..clients {

@@ -66,7 +66,9 @@ fn classify(error: tokio_postgres::Error, timeout: Duration) -> ExecuteError {
         // resources) is not the query's fault.
         Some(db)
             if matches!(db.severity(), "FATAL" | "PANIC")
-                || ["08", "53", "57P"].iter().any(|p| db.code().code().starts_with(p)) =>
+                || ["08", "53", "57P"]
+                    .iter()
+                    .any(|p| db.code().code().starts_with(p)) =>
         {
             ExecuteError::Unavailable(db.message().to_string())
         }
@@ -164,11 +166,17 @@ impl Executor {
     }
 
     /// Runs `sql` (already rewritten) for `user_id`, returning at most `max_rows` rows.
-    pub async fn run(&self, user_id: &str, sql: &str, max_rows: usize) -> Result<Output, ExecuteError> {
+    pub async fn run(
+        &self,
+        user_id: &str,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<Output, ExecuteError> {
         // A hard stop a little after the server's own timeout, in case the server never answers.
         let limit = self.config.statement_timeout + Duration::from_secs(2);
         let client = self.pool.get().await.map_err(pool_error)?;
-        let result = tokio::time::timeout(limit, self.run_on(&client, user_id, sql, max_rows)).await;
+        let result =
+            tokio::time::timeout(limit, self.run_on(&client, user_id, sql, max_rows)).await;
         match result {
             Ok(Err(error @ ExecuteError::Unavailable(_))) => {
                 // A broken connection must not go back to the pool.
@@ -221,7 +229,10 @@ impl Executor {
             return Err(ExecuteError::UnknownUser);
         }
         let statement = statement.map_err(err)?;
-        let stream = client.query_raw(&statement, std::iter::empty::<&str>()).await.map_err(err)?;
+        let stream = client
+            .query_raw(&statement, std::iter::empty::<&str>())
+            .await
+            .map_err(err)?;
         let mut stream = std::pin::pin!(stream);
         let mut rows = Vec::new();
         let mut truncated = false;
@@ -233,7 +244,11 @@ impl Executor {
             }
             rows.push(row);
         }
-        Ok(Output { statement, rows, truncated })
+        Ok(Output {
+            statement,
+            rows,
+            truncated,
+        })
     }
 
     /// For a dry run: whether the caller exists, and its attribute values as the views see them.
@@ -262,12 +277,16 @@ impl Executor {
             });
         }
         let answer = checked?;
-        let Some(row) = answer.first() else { return Err(ExecuteError::UnknownUser) };
+        let Some(row) = answer.first() else {
+            return Err(ExecuteError::UnknownUser);
+        };
         if !row.get::<_, bool>(0) {
             return Err(ExecuteError::UnknownUser);
         }
         let attributes: Option<String> = row.get(1);
-        Ok(attributes.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+        Ok(attributes
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
     }
 
     /// Readiness: the database answers a trivial query.

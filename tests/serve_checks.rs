@@ -10,7 +10,10 @@ async fn refuses_a_superuser() {
     let db = TestDb::new().await;
     let mut config = db.serve_config();
     config.database = common::admin_config(&db.name);
-    let error = prepare(&config).await.err().expect("a superuser must be refused");
+    let error = prepare(&config)
+        .await
+        .err()
+        .expect("a superuser must be refused");
     assert!(matches!(error, ServeError::UnsafeRole { .. }), "{error}");
     assert!(error.to_string().contains("superuser"), "{error}");
     // --insecure lets an experiment through.
@@ -23,20 +26,35 @@ async fn refuses_a_superuser() {
 async fn refuses_a_role_that_can_read_a_base_table() {
     let db = TestDb::new().await;
     db.admin
-        .batch_execute(&format!("GRANT SELECT ON public.invoices TO \"{}\"", db.role))
+        .batch_execute(&format!(
+            "GRANT SELECT ON public.invoices TO \"{}\"",
+            db.role
+        ))
         .await
         .unwrap();
-    let error = prepare(&db.serve_config()).await.err().expect("must be refused");
+    let error = prepare(&db.serve_config())
+        .await
+        .err()
+        .expect("must be refused");
     let message = error.to_string();
-    assert!(message.contains("public.invoices") && message.contains("REVOKE"), "{message}");
+    assert!(
+        message.contains("public.invoices") && message.contains("REVOKE"),
+        "{message}"
+    );
     db.teardown().await;
 }
 
 #[tokio::test]
 async fn refuses_a_bypassrls_role() {
     let db = TestDb::new().await;
-    db.admin.batch_execute(&format!("ALTER ROLE \"{}\" BYPASSRLS", db.role)).await.unwrap();
-    let error = prepare(&db.serve_config()).await.err().expect("must be refused");
+    db.admin
+        .batch_execute(&format!("ALTER ROLE \"{}\" BYPASSRLS", db.role))
+        .await
+        .unwrap();
+    let error = prepare(&db.serve_config())
+        .await
+        .err()
+        .expect("must be refused");
     assert!(error.to_string().contains("BYPASSRLS"), "{error}");
     db.teardown().await;
 }
