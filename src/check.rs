@@ -7,8 +7,9 @@
 //!   no `TABLE name`, no nested statement);
 //! * the top-level `WITH` begins with the permission CTEs: each `NOT MATERIALIZED`, each body
 //!   exactly `SELECT <columns or *> FROM rowgate.<table>` for a policy table (no `WHERE`, no
-//!   join, nothing else), the columns allowed by the policy, one CTE per table, and no
-//!   permission CTE name reused by any other CTE in the query;
+//!   join, nothing else), selecting the policy's column list in table order (or `*` when the
+//!   policy has none), one CTE per table, and no permission CTE name reused by any other CTE
+//!   in the query;
 //! * outside those bodies, every table reference is either a single-part name equal to the
 //!   name of a permission CTE or of a CTE the query defines, or a table function call, and no
 //!   relation names the schema `rowgate` or a policy table's source.
@@ -237,6 +238,27 @@ fn check_permission_cte(
     if items.len() > 1 && items.iter().any(|i| i == "*") {
         return Err(format!("permission CTE `{name}` mixes * and columns"));
     }
+    // A policy with a column list is read column by column, all of them, in table order;
+    // without one, the view's own columns (`*`) are the allowed ones.
+    let selected: Vec<String> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(Expr::Identifier(column)) => fold(column),
+            _ => "*".to_string(),
+        })
+        .collect();
+    let wanted = match &table_policy.columns {
+        Some(columns) => columns.clone(),
+        None => vec!["*".to_string()],
+    };
+    if selected != wanted {
+        return Err(format!(
+            "permission CTE `{name}` selects {}, the policy of {table} allows {}",
+            selected.join(", "),
+            wanted.join(", ")
+        ));
+    }
     // Nothing else at all: compare with the canonical text of the allowed shape.
     let expected = format!("SELECT {} FROM {relation}", items.join(", "));
     let actual = query.to_string();
@@ -411,6 +433,10 @@ mod tests {
             ("WITH rg_invoices AS NOT MATERIALIZED (SELECT DISTINCT * FROM rowgate.invoices) SELECT * FROM rg_invoices", "expected exactly"),
             ("WITH rg_invoices AS NOT MATERIALIZED (SELECT * FROM rowgate.invoices JOIN invoices ON true) SELECT * FROM rg_invoices", "one view"),
             ("WITH rg_c AS NOT MATERIALIZED (SELECT id, email FROM rowgate.customers) SELECT * FROM rg_c", "hidden"),
+            ("WITH rg_c AS NOT MATERIALIZED (SELECT * FROM rowgate.customers) SELECT * FROM rg_c", "allows id, name"),
+            ("WITH rg_c AS NOT MATERIALIZED (SELECT name, id FROM rowgate.customers) SELECT * FROM rg_c", "allows id, name"),
+            ("WITH rg_c AS NOT MATERIALIZED (SELECT id FROM rowgate.customers) SELECT * FROM rg_c", "allows id, name"),
+            ("WITH rg_i AS NOT MATERIALIZED (SELECT id FROM rowgate.invoices) SELECT * FROM rg_i", "allows *"),
             ("WITH rg_o AS NOT MATERIALIZED (SELECT * FROM rowgate.orders) SELECT * FROM rg_o", "not a policy table"),
             ("WITH a AS NOT MATERIALIZED (SELECT * FROM rowgate.invoices), b AS NOT MATERIALIZED (SELECT * FROM rowgate.invoices) SELECT * FROM a, b", "two permission CTEs"),
             (&format!("{PERM} SELECT * FROM (WITH rg_invoices AS (SELECT 1) SELECT * FROM rg_invoices) s"), "also used"),
