@@ -180,8 +180,10 @@ fn check_tokens(tokens: &[TokenWithSpan], max_depth: usize) -> Result<(), ParseE
             | Token::DollarQuotedString(_)
             | Token::EscapedStringLiteral(_)
             | Token::SemiColon
+            | Token::Period
             | Token::Placeholder(_) => {}
-            // Every other token is an operator or punctuation, `.` and `::` included.
+            // Every other token is an operator or punctuation, `::` included. (`a.b.c` is one
+            // flat name to sqlparser, so `.` costs nothing.)
             _ => nesting.operator(),
         }
         if nesting.depth > max_depth {

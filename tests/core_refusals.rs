@@ -705,3 +705,15 @@ fn nesting_within_the_cap_is_accepted() {
     let (code, message) = deep_refusal(sql);
     assert_eq!(code, "accepted", "{message}");
 }
+
+#[test]
+fn long_flat_conditions_are_within_the_cap() {
+    // 70 qualified comparisons joined by AND: a generous upper end for an agent's filter.
+    let conditions: Vec<String> = (0..70).map(|i| format!("i.amount <> {i}")).collect();
+    let sql = format!(
+        "SELECT i.id FROM invoices i JOIN customers c ON c.id = i.customer_id WHERE {}",
+        conditions.join(" AND ")
+    );
+    let (code, message) = deep_refusal(sql);
+    assert_eq!(code, "accepted", "{message}");
+}
