@@ -717,3 +717,11 @@ fn long_flat_conditions_are_within_the_cap() {
     let (code, message) = deep_refusal(sql);
     assert_eq!(code, "accepted", "{message}");
 }
+
+#[test]
+fn long_dotted_chains_are_flat_and_do_not_overflow() {
+    let (code, message) = deep_refusal(format!("SELECT (x){} FROM items x", ".a".repeat(10_000)));
+    assert_eq!(code, "statement_not_allowed", "{message}");
+    let (code, message) = deep_refusal(format!("SELECT {}id FROM items", "x.".repeat(10_000)));
+    assert_eq!(code, "accepted", "{message}");
+}
