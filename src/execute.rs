@@ -157,10 +157,13 @@ impl Executor {
     /// The fence, in one simple-protocol message. It starts with ROLLBACK so that a connection
     /// handed back mid-transaction (a request cancelled by its client) is clean before use;
     /// outside a transaction ROLLBACK is only a warning. Every value in it is ours (digits).
+    /// `standard_conforming_strings` is pinned because the printed SQL assumes it: with it off,
+    /// a printed `'a\'` would end a string somewhere else than the rewriter thinks.
     fn fence_sql(&self) -> String {
         format!(
             "ROLLBACK; BEGIN TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; \
-             SET LOCAL search_path = pg_catalog, public",
+             SET LOCAL search_path = pg_catalog, public; \
+             SET LOCAL standard_conforming_strings = on",
             self.config.statement_timeout.as_millis().max(1),
         )
     }
@@ -220,8 +223,14 @@ impl Executor {
             client.batch_execute(&fence),
             client.query_typed(SET_CALLER, &identity_params),
             client.query_typed(CALLER_EXISTS, &[]),
-            client.prepare(sql),
+            // Cached per connection: a repeated query skips parsing and planning. The plan does
+            // not depend on the caller (the views read the id at execution time).
+            client.prepare_cached(sql),
         );
+        if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+            // Agents write endless variations; keep the server-side statements bounded.
+            client.statement_cache.clear();
+        }
         fence.map_err(err)?;
         identity.map_err(err)?;
         let exists = exists.map_err(err)?;
@@ -299,6 +308,9 @@ impl Executor {
         Ok(())
     }
 }
+
+/// Prepared statements kept per connection before the cache is emptied.
+const STATEMENT_CACHE_LIMIT: usize = 256;
 
 const SET_CALLER: &str = "SELECT set_config('rowgate.caller', $1, true)";
 const CALLER_EXISTS: &str = "SELECT rowgate.caller_exists()";
