@@ -187,7 +187,10 @@ async fn main() {
         .batch_execute("DROP DATABASE rg_bench_gateway WITH (FORCE)")
         .await
         .unwrap();
-    admin_client.batch_execute("DROP ROLE rg_bench_agent").await.unwrap();
+    admin_client
+        .batch_execute("DROP ROLE rg_bench_agent")
+        .await
+        .unwrap();
 }
 
 async fn gateway_throughput(addr: SocketAddr, body: &str, clients: usize, run: Duration) -> f64 {
