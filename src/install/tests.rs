@@ -1,0 +1,260 @@
+//! Unit tests of install's SQL planning (no database; `tests/install_db.rs` runs it for real).
+use super::*;
+use std::path::Path;
+
+fn demo_policy() -> Policy {
+    Policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap()
+}
+
+/// The demo database's columns, as `inspect` would read them.
+fn demo_catalog(policy: &Policy) -> Catalog {
+    let mut catalog = Catalog {
+        database: "rowgate_demo".into(),
+        swept_schemas: ["public".to_string()].into(),
+        ..Catalog::default()
+    };
+    for name in policy.tables.keys() {
+        let columns: &[&str] = match name.as_str() {
+            "invoices" => &["id", "amount", "issued_on", "department", "customer_id"],
+            "customers" => &["id", "name", "email", "department", "active", "created_at"],
+            "orders" => &["id", "user_id", "total", "placed_at", "status", "metadata"],
+            _ => &[
+                "id",
+                "folder_id",
+                "document_id",
+                "order_id",
+                "tenant_id",
+                "department",
+            ],
+        };
+        catalog.source_columns.insert(
+            name.clone(),
+            columns.iter().map(|c| c.to_string()).collect(),
+        );
+    }
+    catalog
+}
+
+fn key() -> IdentityKey {
+    IdentityKey([7; crate::caller::KEY_BYTES])
+}
+
+fn view_of<'a>(plan: &'a [String], name: &str) -> &'a str {
+    let prefix = format!("CREATE VIEW rowgate.{name} ");
+    plan.iter().find(|s| s.starts_with(&prefix)).unwrap()
+}
+
+#[test]
+fn templates_name_the_schema_rewrite_reads() {
+    assert_eq!(VIEW_SCHEMA, "rowgate");
+}
+
+#[test]
+fn demo_plan_substitutes_placeholders_on_the_tree() {
+    let policy = demo_policy();
+    let plan = plan_sql(
+        &policy,
+        &key(),
+        &InstallOptions::default(),
+        &demo_catalog(&policy),
+    )
+    .unwrap();
+    assert!(plan
+        .iter()
+        .all(|s| !s.contains(":user_id") && !s.contains(":roles")));
+    assert_eq!(
+        view_of(&plan, "orders"),
+        "CREATE VIEW rowgate.orders WITH (security_barrier = true) AS \
+         SELECT id, user_id, total, placed_at, status, metadata FROM public.orders \
+         WHERE (SELECT rowgate.caller_id()) IS NOT NULL AND (user_id = (SELECT rowgate.caller_id()))"
+    );
+    assert_eq!(
+        view_of(&plan, "customers"),
+        "CREATE VIEW rowgate.customers WITH (security_barrier = true) AS \
+         SELECT id, name, department, active, created_at FROM public.customers \
+         WHERE (SELECT rowgate.caller_id()) IS NOT NULL AND (department IN \
+         (SELECT department FROM permissions WHERE allowed_role IN \
+         (SELECT role FROM user_roles WHERE user_id = (SELECT rowgate.caller_id()))))"
+    );
+    // `tenant_id IN (:tenant_id)` became a subquery, `:user_id` a scalar subquery.
+    let items = view_of(&plan, "items");
+    assert!(items.contains(
+        "tenant_id IN (SELECT tenant_id FROM app_users WHERE id = (SELECT rowgate.caller_id()))"
+    ));
+    assert!(items.contains("item_users WHERE user_id = (SELECT rowgate.caller_id())"));
+    // Every statement embedding fragments reads back as itself.
+    for statement in plan.iter().filter(|s| s.starts_with("CREATE VIEW")) {
+        assert_eq!(
+            Parser::parse_sql(&DIALECT, statement).unwrap()[0].to_string(),
+            *statement
+        );
+    }
+}
+
+#[test]
+fn functions_embed_the_subject_queries() {
+    let policy = demo_policy();
+    let plan = plan_sql(
+        &policy,
+        &key(),
+        &InstallOptions::default(),
+        &demo_catalog(&policy),
+    )
+    .unwrap();
+    let exists = plan
+        .iter()
+        .find(|s| s.contains("rowgate.caller_exists()"))
+        .unwrap();
+    assert!(exists.ends_with(
+        "RETURN (SELECT rowgate.caller_id()) IS NOT NULL AND (EXISTS (SELECT 1 FROM app_users \
+         WHERE id = (SELECT rowgate.caller_id())))"
+    ));
+    let attributes = plan
+        .iter()
+        .find(|s| s.contains("rowgate.caller_attributes()"))
+        .unwrap();
+    assert!(attributes.contains(
+        "pg_catalog.jsonb_build_object('roles', pg_catalog.to_jsonb(ARRAY(SELECT role FROM \
+         user_roles WHERE user_id = (SELECT rowgate.caller_id()))), 'tenant_id'"
+    ));
+    let caller_id = plan
+        .iter()
+        .find(|s| s.contains("FUNCTION rowgate.caller_id()"))
+        .unwrap();
+    assert!(caller_id.contains("'rowgate.caller'") && caller_id.contains("SECURITY DEFINER"));
+}
+
+#[test]
+fn match_views_are_distinct_and_hide_the_permission_column() {
+    let yaml = "subject:\n  attributes:\n    roles: \"SELECT role FROM user_roles WHERE user_id = :user_id\"\n\
+                tables:\n  inv:\n    view: invoices_view\n    column: allowed_role\n    match: roles\n";
+    let policy = Policy::from_yaml("t.yaml", yaml).unwrap();
+    let mut catalog = Catalog::default();
+    catalog.source_columns.insert(
+        "inv".into(),
+        vec!["id".into(), "amount".into(), "allowed_role".into()],
+    );
+    let plan = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap();
+    assert_eq!(
+        view_of(&plan, "inv"),
+        "CREATE VIEW rowgate.inv WITH (security_barrier = true) AS SELECT DISTINCT id, amount \
+         FROM public.invoices_view WHERE (SELECT rowgate.caller_id()) IS NOT NULL AND \
+         (allowed_role IN (SELECT role FROM user_roles WHERE user_id = (SELECT rowgate.caller_id())))"
+    );
+    let listed = yaml.replace(
+        "match: roles\n",
+        "match: roles\n    columns: [id, allowed_role]\n",
+    );
+    let policy = Policy::from_yaml("t.yaml", &listed).unwrap();
+    assert!(matches!(
+        plan_sql(&policy, &key(), &InstallOptions::default(), &catalog),
+        Err(InstallError::PermissionColumnListed { .. })
+    ));
+}
+
+#[test]
+fn in_lists_any_and_scalars_are_substituted() {
+    let yaml = "subject:\n  attributes:\n    roles: \"SELECT role FROM user_roles WHERE user_id = :user_id\"\n\
+                tables:\n  t:\n    rows: \"a NOT IN (:roles, 'x') OR b = ANY (:roles) OR c = :roles\"\n";
+    let policy = Policy::from_yaml("t.yaml", yaml).unwrap();
+    let mut catalog = Catalog::default();
+    catalog
+        .source_columns
+        .insert("t".into(), vec!["a".into(), "b".into(), "c".into()]);
+    let plan = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap();
+    let roles = "SELECT role FROM user_roles WHERE user_id = (SELECT rowgate.caller_id())";
+    assert!(view_of(&plan, "t").ends_with(&format!(
+        "AND ((a NOT IN ({roles}) AND a NOT IN ('x')) OR b = ANY(ARRAY({roles})) OR c = ({roles}))"
+    )));
+}
+
+#[test]
+fn missing_columns_and_uninspected_tables_are_refused() {
+    let policy = demo_policy();
+    let mut catalog = demo_catalog(&policy);
+    catalog
+        .source_columns
+        .insert("customers".into(), vec!["id".into(), "name".into()]);
+    let err = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap_err();
+    assert!(
+        matches!(err, InstallError::ColumnMissing { ref column, .. } if column == "department"),
+        "{err}"
+    );
+    catalog.source_columns.clear();
+    assert!(matches!(
+        plan_sql(&policy, &key(), &InstallOptions::default(), &catalog),
+        Err(InstallError::NotInspected { .. })
+    ));
+}
+
+#[test]
+fn role_names_are_quoted_and_checked() {
+    let policy = demo_policy();
+    let catalog = demo_catalog(&policy);
+    let options = InstallOptions {
+        agent_role: "Agent \"x\"; DROP TABLE invoices".into(),
+        agent_password: Some("it's \\ secret".into()),
+    };
+    let plan = plan_sql(&policy, &key(), &options, &catalog).unwrap();
+    assert!(plan.contains(
+        &"CREATE ROLE \"Agent \"\"x\"\"; DROP TABLE invoices\" WITH LOGIN NOSUPERUSER \
+          NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD 'it''s \\ secret'"
+            .to_string()
+    ));
+    for (role, password) in [
+        ("", None),
+        ("public", None),
+        ("pg_x", None),
+        ("a\0b", None),
+        ("ok", Some("a\0")),
+    ] {
+        let options = InstallOptions {
+            agent_role: role.into(),
+            agent_password: password.map(String::from),
+        };
+        assert!(
+            plan_sql(&policy, &key(), &options, &catalog).is_err(),
+            "{role:?}"
+        );
+    }
+    assert!(!format!("{options:?}").contains("secret"));
+}
+
+#[test]
+fn the_key_is_stored_as_hex() {
+    let policy = demo_policy();
+    let plan = plan_sql(
+        &policy,
+        &key(),
+        &InstallOptions::default(),
+        &demo_catalog(&policy),
+    )
+    .unwrap();
+    let insert = format!(
+        "INSERT INTO rowgate_private.identity_key (key) VALUES (pg_catalog.decode('{}', 'hex'))",
+        key().to_hex()
+    );
+    assert!(plan.contains(&insert));
+}
+
+#[test]
+fn stale_views_are_dropped_and_existing_roles_altered() {
+    let policy = demo_policy();
+    let mut catalog = demo_catalog(&policy);
+    catalog.views = ["invoices".to_string(), "old".to_string()].into();
+    catalog.agent_exists = true;
+    catalog.agent_member_of = vec!["pg_read_all_data".into()];
+    let plan = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap();
+    assert!(plan.contains(&"DROP VIEW rowgate.old".to_string()));
+    assert!(!plan.contains(&"DROP VIEW rowgate.invoices".to_string()));
+    assert!(plan.contains(&"DROP VIEW IF EXISTS rowgate.invoices".to_string()));
+    assert!(plan
+        .iter()
+        .any(|s| s.starts_with("ALTER ROLE rowgate_agent WITH LOGIN NOSUPERUSER")));
+    assert!(plan.contains(&"REVOKE pg_read_all_data FROM rowgate_agent".to_string()));
+}
+
+#[test]
+fn literals_double_quotes() {
+    assert_eq!(quote_literal("a'b"), "'a''b'");
+}
