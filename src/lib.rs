@@ -14,6 +14,7 @@ pub mod encode;
 pub mod execute;
 pub mod guard;
 pub mod http;
+pub mod identity;
 pub mod install;
 pub mod metrics;
 pub mod parse;

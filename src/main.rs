@@ -159,6 +159,7 @@ impl ServerArgs {
                 ..Limits::default()
             },
             insecure: self.insecure,
+            jwt: Default::default(),
         }
     }
 }

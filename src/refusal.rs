@@ -20,6 +20,9 @@ pub enum ErrorCode {
     QueryFailed,
     QueryTimeout,
     DatabaseUnavailable,
+    InvalidToken,
+    UserMismatch,
+    AuditUnavailable,
 }
 
 impl ErrorCode {
@@ -36,8 +39,30 @@ impl ErrorCode {
             ErrorCode::QueryFailed => "query_failed",
             ErrorCode::QueryTimeout => "query_timeout",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::UserMismatch => "user_mismatch",
+            ErrorCode::AuditUnavailable => "audit_unavailable",
         }
     }
+
+    /// Every code, for documents and tests that must cover them all (the OpenAPI test). The
+    /// unit test below fails to compile when a variant is added without being listed here.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::ParseError,
+        ErrorCode::StatementNotAllowed,
+        ErrorCode::TableNotAllowed,
+        ErrorCode::ColumnNotAllowed,
+        ErrorCode::FunctionNotAllowed,
+        ErrorCode::UnknownUser,
+        ErrorCode::Unauthorized,
+        ErrorCode::QueryFailed,
+        ErrorCode::QueryTimeout,
+        ErrorCode::DatabaseUnavailable,
+        ErrorCode::InvalidToken,
+        ErrorCode::UserMismatch,
+        ErrorCode::AuditUnavailable,
+    ];
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -51,4 +76,39 @@ impl std::fmt::Display for ErrorCode {
 pub trait Refusal: std::error::Error {
     fn code(&self) -> ErrorCode;
     fn hint(&self) -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    /// Maps each variant to its index in `ALL`: a new variant breaks this match (no wildcard),
+    /// and a wrong index or a duplicate fails the assertion.
+    fn position(code: ErrorCode) -> usize {
+        match code {
+            ErrorCode::InvalidRequest => 0,
+            ErrorCode::ParseError => 1,
+            ErrorCode::StatementNotAllowed => 2,
+            ErrorCode::TableNotAllowed => 3,
+            ErrorCode::ColumnNotAllowed => 4,
+            ErrorCode::FunctionNotAllowed => 5,
+            ErrorCode::UnknownUser => 6,
+            ErrorCode::Unauthorized => 7,
+            ErrorCode::QueryFailed => 8,
+            ErrorCode::QueryTimeout => 9,
+            ErrorCode::DatabaseUnavailable => 10,
+            ErrorCode::InvalidToken => 11,
+            ErrorCode::UserMismatch => 12,
+            ErrorCode::AuditUnavailable => 13,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_code_once_with_its_serde_spelling() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(position(*code), i, "{code} is listed at the wrong place");
+            let json = serde_json::to_value(code).unwrap_or_default();
+            assert_eq!(json, serde_json::json!(code.as_str()));
+        }
+    }
 }

@@ -15,6 +15,7 @@ use crate::caller::IdentityKey;
 use crate::catalog::{Catalog, CatalogError};
 use crate::execute::{ExecuteConfig, Executor};
 use crate::http::{router, AppState};
+use crate::identity::{Identity, JwtConfig, JwtConfigError, JwtVerifier};
 use crate::metrics::Metrics;
 use crate::parse::Limits;
 use crate::policy::{Policy, PolicyError, Rule};
@@ -24,9 +25,11 @@ pub enum ServeError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(
-        "refusing to listen on {0} without an API key: set ROWGATE_API_KEYS, or bind to 127.0.0.1"
+        "refusing to listen on {0} without an API key: set ROWGATE_API_KEYS (or JWT verification), or bind to 127.0.0.1"
     )]
     NoKeyOnNetwork(SocketAddr),
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
     #[error("{0}")]
     Setup(String),
     #[error("cannot reach the database: {0}")]
@@ -57,11 +60,21 @@ pub struct ServeConfig {
     pub execute: ExecuteConfig,
     pub limits: Limits,
     pub insecure: bool,
+    /// JWT verification; off when no JWT setting is given (`JwtConfig::default()`).
+    pub jwt: JwtConfig,
 }
 
 /// Everything `serve` does before listening: load, check, and build the shared state.
 pub async fn prepare(config: &ServeConfig) -> Result<Arc<AppState>, ServeError> {
-    if !config.bind.ip().is_loopback() && config.api_keys.is_empty() {
+    let identity = Identity {
+        keys: config.api_keys.clone(),
+        jwt: config
+            .jwt
+            .is_requested()
+            .then(|| JwtVerifier::new(&config.jwt))
+            .transpose()?,
+    };
+    if !config.bind.ip().is_loopback() && !identity.is_required() {
         return Err(ServeError::NoKeyOnNetwork(config.bind));
     }
     let policy = Policy::load_dir(&config.policies)?;
@@ -86,7 +99,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<Arc<AppState>, ServeError> 
         policy: catalog.complete(&policy),
         catalog,
         executor,
-        keys: config.api_keys.clone(),
+        identity,
         limits: config.limits,
         max_rows: config.max_rows,
         metrics,

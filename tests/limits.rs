@@ -154,7 +154,7 @@ async fn state_against(
         policy: good.policy.clone(),
         catalog: good.catalog.clone(),
         executor,
-        keys: good.keys.clone(),
+        identity: good.identity.clone(),
         limits: good.limits,
         max_rows: good.max_rows,
         metrics: Metrics::new().unwrap(),

@@ -14,9 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::auth::ApiKeys;
 use crate::catalog::Catalog;
 use crate::execute::Executor;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::parse::Limits;
 use crate::policy::Policy;
@@ -30,7 +30,8 @@ pub struct AppState {
     pub policy: Policy,
     pub catalog: Catalog,
     pub executor: Executor,
-    pub keys: ApiKeys,
+    /// Who is calling: API keys and, optionally, JWT verification.
+    pub identity: Identity,
     pub limits: Limits,
     pub max_rows: usize,
     pub metrics: Metrics,
@@ -56,11 +57,14 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::TableNotAllowed
         | ErrorCode::ColumnNotAllowed
         | ErrorCode::FunctionNotAllowed
-        | ErrorCode::UnknownUser => StatusCode::FORBIDDEN,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        | ErrorCode::UnknownUser
+        | ErrorCode::UserMismatch => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthorized | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
         ErrorCode::QueryFailed => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::DatabaseUnavailable | ErrorCode::AuditUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
@@ -100,9 +104,28 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    state.keys.check(header).map_err(ApiError::from)
+/// The caller's id, or the error to answer with. A request whose body (or query string) is
+/// also bad answers with the credential error first, so an unauthenticated caller learns
+/// nothing about what it sent; then the body error; then a user id the token disagrees with.
+fn identify<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: Result<T, ApiError>,
+    claimed_user: impl FnOnce(&T) -> Option<String>,
+) -> Result<(String, T), ApiError> {
+    let claimed = request.as_ref().ok().and_then(claimed_user);
+    let identity = state.identity.authenticate(headers, claimed.as_deref());
+    match (identity, request) {
+        (Err(error), _) if is_credential(&error) => Err(error.into()),
+        (_, Err(error)) => Err(error),
+        (Err(error), Ok(_)) => Err(error.into()),
+        (Ok(user), Ok(request)) => Ok((user, request)),
+    }
+}
+
+fn is_credential(error: &crate::identity::IdentityError) -> bool {
+    matches!(
+        error.code(),
+        ErrorCode::Unauthorized | ErrorCode::InvalidToken
+    )
 }

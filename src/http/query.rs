@@ -12,11 +12,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{authorize, ApiError, AppState};
-use crate::{caller, encode, pipeline};
+use super::{identify, ApiError, AppState};
+use crate::{encode, pipeline};
 
 /// A user id as applications send it: n8n and friends often use numbers.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 pub enum UserId {
     Text(String),
@@ -35,7 +35,8 @@ impl UserId {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueryRequest {
-    user_id: UserId,
+    /// Required unless the caller's id comes from a verified token.
+    user_id: Option<UserId>,
     sql: String,
     #[serde(default)]
     dry_run: bool,
@@ -110,14 +111,8 @@ async fn run(
     body: Result<Bytes, BytesRejection>,
     log: &mut Log<'_>,
 ) -> Result<Answer, ApiError> {
-    authorize(state, headers)?;
-    let request = parse_body(body)?;
-    let user_id = request.user_id.into_string();
-    caller::validate_user_id(&user_id).map_err(|e| {
-        ApiError::invalid(
-            e.to_string(),
-            "The application must send the chat user's id.",
-        )
+    let (user_id, request) = identify(state, headers, parse_body(body), |r| {
+        r.user_id.clone().map(UserId::into_string)
     })?;
     log.caller = user_id.clone();
     tracing::debug!(request_id = log.request_id, sql = %request.sql, "agent sql");

@@ -9,8 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{authorize, ApiError, AppState};
-use crate::caller;
+use super::{identify, ApiError, AppState};
 
 #[derive(Deserialize)]
 pub struct SchemaParams {
@@ -42,20 +41,13 @@ async fn run(
     headers: &HeaderMap,
     params: Result<Query<SchemaParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(state, headers)?;
-    let Query(params) = params.map_err(|e| {
+    let params = params.map(|Query(p)| p).map_err(|e| {
         ApiError::invalid(
             e.to_string(),
             "Use GET /v1/schema?user_id=<id>[&format=text].",
         )
-    })?;
-    let user_id = params.user_id.unwrap_or_default();
-    caller::validate_user_id(&user_id).map_err(|e| {
-        ApiError::invalid(
-            e.to_string(),
-            "Pass the chat user's id: /v1/schema?user_id=<id>.",
-        )
-    })?;
+    });
+    let (user_id, params) = identify(state, headers, params, |p| p.user_id.clone())?;
     // Only known callers learn the schema; this also proves the database is reachable.
     state.executor.attributes(&user_id).await?;
     match params.format.as_deref() {

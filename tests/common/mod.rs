@@ -202,6 +202,7 @@ impl TestDb {
             },
             limits: Limits::default(),
             insecure: false,
+            jwt: Default::default(),
         }
     }
 
