@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use rowgate::auth::ApiKeys;
 use rowgate::caller::IdentityKey;
 use rowgate::execute::ExecuteConfig;
+use rowgate::identity::JwtConfig;
 use rowgate::install::InstallOptions;
 use rowgate::parse::Limits;
 use rowgate::pipeline;
@@ -138,6 +139,46 @@ struct ServerArgs {
     /// Serve even as a superuser or a role that can read base tables. Experiments only.
     #[arg(long)]
     insecure: bool,
+    #[command(flatten)]
+    jwt: JwtArgs,
+}
+
+/// Verified identity: any of the first four turns it on, and then the caller's id comes from
+/// `Authorization: Bearer <JWT>` (API keys, if set, move to the X-Rowgate-Api-Key header).
+#[derive(Args)]
+#[command(next_help_heading = "Verified identity (JWT; any of the first four turns it on)")]
+struct JwtArgs {
+    /// HS256 secret that signs callers' tokens (at least 32 bytes; prefer the environment).
+    #[arg(long, env = "ROWGATE_JWT_HS256_SECRET", hide_env_values = true)]
+    jwt_hs256_secret: Option<String>,
+    /// JWKS file with the RS256/ES256 public keys that sign callers' tokens.
+    #[arg(long, env = "ROWGATE_JWT_JWKS")]
+    jwt_jwks: Option<PathBuf>,
+    /// Required `iss` of callers' tokens (required with JWT).
+    #[arg(long, env = "ROWGATE_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required `aud` of callers' tokens (required with JWT).
+    #[arg(long, env = "ROWGATE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// The claim that holds the caller's user id.
+    #[arg(long, env = "ROWGATE_JWT_CLAIM", default_value = "sub")]
+    jwt_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "ROWGATE_JWT_LEEWAY_SECS", default_value_t = 30)]
+    jwt_leeway_secs: u64,
+}
+
+impl JwtArgs {
+    fn config(self) -> JwtConfig {
+        JwtConfig {
+            hs256_secret: self.jwt_hs256_secret,
+            jwks_file: self.jwt_jwks,
+            issuer: self.jwt_issuer,
+            audience: self.jwt_audience,
+            claim: self.jwt_claim,
+            leeway_secs: self.jwt_leeway_secs,
+        }
+    }
 }
 
 impl ServerArgs {
@@ -159,7 +200,7 @@ impl ServerArgs {
                 ..Limits::default()
             },
             insecure: self.insecure,
-            jwt: Default::default(),
+            jwt: self.jwt.config(),
         }
     }
 }
