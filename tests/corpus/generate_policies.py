@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Writes the rowgate policy files of the corpus tests (tests/corpus/{defog,bird}/*.yaml).
+
+The files are committed; this script only documents how they were made and remakes them when
+the corpus changes. It reads table, column and primary-key names from databases already loaded
+on the local server (psql), one per corpus database:
+
+    rgscratch_<name>     from ../shared/corpus/defog/databases/<name>.sql (psql -f)
+    rgscratch_b_<name>   from ../shared/corpus/bird-minidev/postgres_ddl/<name>.sql (psql -f)
+
+Usage: python3 tests/corpus/generate_policies.py   (from the crate root)
+
+Every table gets the same kind of rule: a stable hash of its key (the primary key, or the whole
+row where there is none) put into one of four buckets, and the caller sees the buckets that
+`rg_callers` grants them. Where a column names an owner (a customer, a user, a patient, a
+student, an author), the rule also lets the caller see the rows they own (`rg_owned`). Both
+tables are created by the tests (tests/corpus/callers.sql).
+"""
+import pathlib
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parent
+
+DEFOG = ["academic", "advising", "atis", "broker", "car_dealership", "derm_treatment",
+         "ewallet", "geography", "restaurants", "scholar", "yelp"]
+BIRD = ["california_schools", "card_games", "codebase_community", "debit_card_specializing",
+        "european_football_2", "financial", "formula_1", "student_club", "superhero",
+        "thrombosis_prediction", "toxicology"]
+
+# Ownership-style rules: (database, table) -> the SQL condition over the table's own columns.
+# Only the table's own columns: a subquery over another policy table would read that table
+# unfiltered in rowgate's view but filtered by its own policy under RLS.
+OWNED = {
+    ("academic", "author"): "aid::text IN (:owned)",
+    ("academic", "writes"): "aid::text IN (:owned)",
+    ("academic", "domain_author"): "aid::text IN (:owned)",
+    ("scholar", "author"): "authorid::text IN (:owned)",
+    ("scholar", "writes"): "authorid::text IN (:owned)",
+    ("advising", "student"): "student_id::text IN (:owned)",
+    ("advising", "student_record"): "student_id::text IN (:owned)",
+    ("advising", "comment_instructor"): "student_id::text IN (:owned)",
+    ("broker", "sbcustomer"): "sbcustid IN (:owned)",
+    ("broker", "sbtransaction"): "sbtxcustid IN (:owned)",
+    ("car_dealership", "customers"): "id::text IN (:owned)",
+    ("car_dealership", "sales"): "customer_id::text IN (:owned)",
+    ("derm_treatment", "patients"): "patient_id::text IN (:owned)",
+    ("derm_treatment", "treatments"): "patient_id::text IN (:owned)",
+    ("ewallet", "users"): "uid::text IN (:owned)",
+    ("ewallet", "notifications"): "user_id::text IN (:owned)",
+    ("ewallet", "user_sessions"): "user_id::text IN (:owned)",
+    ("ewallet", "user_setting_snapshot"): "user_id::text IN (:owned)",
+    ("ewallet", "wallet_user_balance_daily"): "user_id::text IN (:owned)",
+    ("ewallet", "wallet_transactions_daily"):
+        "(sender_type = 0 AND sender_id::text IN (:owned)) OR (receiver_type = 0 AND receiver_id::text IN (:owned))",
+    ("yelp", "users"): "user_id IN (:owned)",
+    ("yelp", "review"): "user_id IN (:owned)",
+    ("yelp", "tip"): "user_id IN (:owned)",
+    ("financial", "client"): "client_id::text IN (:owned)",
+    ("financial", "disp"): "client_id::text IN (:owned)",
+    ("codebase_community", "users"): "id::text IN (:owned)",
+    ("codebase_community", "posts"): "owneruserid::text IN (:owned)",
+    ("codebase_community", "comments"): "userid::text IN (:owned)",
+    ("student_club", "member"): "member_id IN (:owned)",
+    ("student_club", "attendance"): "link_to_member IN (:owned)",
+}
+
+CATALOG = """
+SELECT n.nspname, c.relname, quote_ident(c.relname),
+       coalesce((SELECT string_agg(quote_ident(a.attname), ',' ORDER BY array_position(k.conkey, a.attnum))
+                 FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey)
+                 WHERE k.conrelid = c.oid AND k.contype = 'p'), ''),
+       (SELECT string_agg(quote_ident(a.attname), ',' ORDER BY a.attnum) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT (n.nspname = 'public' AND c.relname LIKE 'rg\\_%')
+ORDER BY 1, 2
+"""
+
+
+def tables(database):
+    out = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-AtF", "\t", "-c", CATALOG, database],
+                         check=True, capture_output=True, text=True).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def yaml_string(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write(corpus, name, database, header):
+    lines = [f"# rowgate policy for the {corpus} corpus database `{name}` (generated by",
+             "# tests/corpus/generate_policies.py; see CORPUS.md).", "#"] + [f"# {h}" for h in header] + [
+        "",
+        "subject:",
+        "  attributes:",
+        '    buckets: "SELECT bucket FROM rg_callers WHERE user_id = :user_id"',
+        '    owned: "SELECT owned FROM rg_owned WHERE user_id = :user_id"',
+        "",
+        "tables:",
+    ]
+    for schema, table, quoted, pk, columns in tables(database):
+        # No primary key: every column is part of the key.
+        key = (pk or columns).split(",")
+        key = f"{key[0]}::text" if len(key) == 1 else "concat_ws('|', " + ", ".join(key) + ")"
+        rule = f"(hashtext({key}) & 3) IN (:buckets)"
+        owned = OWNED.pop((name, table), None)
+        if owned:
+            rule = f"{rule} OR {owned}"
+        key_name = table if table == quoted else yaml_string(table)
+        lines.append(f"  {key_name}:")
+        if schema != "public":
+            lines.append(f"    source: {schema}.{quoted}" if table == quoted else f"    source: {yaml_string(schema + '.' + quoted)}")
+        lines.append(f"    rows: {yaml_string(rule)}")
+    (ROOT / corpus / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+
+
+HEADER = [
+    "Every table: the caller sees the rows whose key hashes into one of the four buckets that",
+    "rg_callers grants them (the key is the primary key, or all columns where there is none);",
+    "where a column names an owner, also the rows they own (rg_owned). Both tables are made by",
+    "the test (tests/corpus/callers.sql).",
+]
+
+for name in DEFOG:
+    write("defog", name, f"rgscratch_{name}", HEADER)
+for name in BIRD:
+    write("bird", name, f"rgscratch_b_{name}", HEADER)
+assert not OWNED, f"ownership rules for tables that do not exist: {sorted(OWNED)}"
