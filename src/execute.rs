@@ -1,11 +1,17 @@
 //! Stage "execute": run a rewritten query for one caller, inside the database's own fence.
 //!
-//! Each query gets a pooled connection (as the serving role), a READ ONLY transaction with a
-//! server-side `statement_timeout`, a pinned `search_path` and the signed caller id set
-//! locally, and is always rolled back. The caller check (`exists`) runs in the same round trip
-//! as the setup, pipelined with the statement's preparation, so an unknown user costs nothing
-//! more than a known one. Rows are read until `max_rows + 1`, so `truncated` is exact; what
-//! follows is discarded unread (the statement timeout bounds how long the server produces it).
+//! Each query gets a pooled connection (as the serving role), a READ ONLY transaction, the
+//! signed caller id set locally, and is always rolled back. The connection's settings
+//! (`statement_timeout`, `search_path`, `standard_conforming_strings`) are pinned when it is
+//! opened, as startup options: because every request's transaction is rolled back, a setting
+//! changed inside one (even a session-wide `set_config`) is undone before the next request, so
+//! pinning them once is as strong as `SET LOCAL` per request, and saves three statements each
+//! time. A connection whose request did not finish cleanly is closed, never reused.
+//!
+//! The caller check (`exists`) runs in the same round trip as the setup, pipelined with the
+//! statement's preparation, so an unknown user costs nothing more than a known one. Rows are
+//! read until `max_rows + 1`, so `truncated` is exact; what follows is discarded unread (the
+//! statement timeout bounds how long the server produces it).
 
 use std::time::Duration;
 
@@ -132,6 +138,7 @@ impl Executor {
         key: IdentityKey,
         config: ExecuteConfig,
     ) -> Result<Executor, String> {
+        let pg = pinned(pg, config.statement_timeout);
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -154,20 +161,6 @@ impl Executor {
         &self.pool
     }
 
-    /// The fence, in one simple-protocol message. It starts with ROLLBACK so that a connection
-    /// handed back mid-transaction (a request cancelled by its client) is clean before use;
-    /// outside a transaction ROLLBACK is only a warning. Every value in it is ours (digits).
-    /// `standard_conforming_strings` is pinned because the printed SQL assumes it: with it off,
-    /// a printed `'a\'` would end a string somewhere else than the rewriter thinks.
-    fn fence_sql(&self) -> String {
-        format!(
-            "ROLLBACK; BEGIN TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; \
-             SET LOCAL search_path = pg_catalog, public; \
-             SET LOCAL standard_conforming_strings = on",
-            self.config.statement_timeout.as_millis().max(1),
-        )
-    }
-
     /// Runs `sql` (already rewritten) for `user_id`, returning at most `max_rows` rows.
     pub async fn run(
         &self,
@@ -177,28 +170,18 @@ impl Executor {
     ) -> Result<Output, ExecuteError> {
         // A hard stop a little after the server's own timeout, in case the server never answers.
         let limit = self.config.statement_timeout + Duration::from_secs(2);
-        let client = self.pool.get().await.map_err(pool_error)?;
+        let lease = Lease::new(self.pool.get().await.map_err(pool_error)?);
         let result =
-            tokio::time::timeout(limit, self.run_on(&client, user_id, sql, max_rows)).await;
+            tokio::time::timeout(limit, self.run_on(lease.client()?, user_id, sql, max_rows)).await;
         match result {
-            Ok(Err(error @ ExecuteError::Unavailable(_))) => {
-                // A broken connection must not go back to the pool.
-                let _ = deadpool_postgres::Object::take(client);
-                Err(error)
-            }
+            // A broken connection must not go back to the pool (the lease closes it).
+            Ok(Err(error @ ExecuteError::Unavailable(_))) => Err(error),
             Ok(output) => {
-                // Roll back off the request's path: the answer does not wait for it, and the
-                // connection returns to the pool only once the transaction is gone.
-                tokio::spawn(async move {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                });
+                lease.roll_back();
                 output
             }
-            Err(_) => {
-                // The connection is mid-query: never hand it to another request.
-                let _ = deadpool_postgres::Object::take(client);
-                Err(ExecuteError::Timeout(self.config.statement_timeout))
-            }
+            // The connection is mid-query: never hand it to another request.
+            Err(_) => Err(ExecuteError::Timeout(self.config.statement_timeout)),
         }
     }
 
@@ -215,14 +198,12 @@ impl Executor {
     ) -> Result<Output, ExecuteError> {
         let timeout = self.config.statement_timeout;
         let err = |e| classify(e, timeout);
-        let fence = self.fence_sql();
         let signed = self.key.sign(user_id);
         let identity_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
             [(&signed, Type::TEXT)];
-        let (fence, identity, exists, statement) = tokio::join!(
-            client.batch_execute(&fence),
-            client.query_typed(SET_CALLER, &identity_params),
-            client.query_typed(CALLER_EXISTS, &[]),
+        let (fence, identity, statement) = tokio::join!(
+            client.batch_execute(BEGIN),
+            client.query_typed(ENTER, &identity_params),
             // Cached per connection: a repeated query skips parsing and planning. The plan does
             // not depend on the caller (the views read the id at execution time).
             client.prepare_cached(sql),
@@ -232,9 +213,8 @@ impl Executor {
             client.statement_cache.clear();
         }
         fence.map_err(err)?;
-        identity.map_err(err)?;
-        let exists = exists.map_err(err)?;
-        if !exists.first().is_some_and(|row| row.get::<_, bool>(0)) {
+        let identity = identity.map_err(err)?;
+        if !identity.first().is_some_and(|row| row.get::<_, bool>(1)) {
             return Err(ExecuteError::UnknownUser);
         }
         let statement = statement.map_err(err)?;
@@ -264,35 +244,25 @@ impl Executor {
     pub async fn attributes(&self, user_id: &str) -> Result<serde_json::Value, ExecuteError> {
         let timeout = self.config.statement_timeout;
         let err = |e| classify(e, timeout);
-        let client = self.pool.get().await.map_err(pool_error)?;
-        let fence = self.fence_sql();
+        let lease = Lease::new(self.pool.get().await.map_err(pool_error)?);
+        let client = lease.client()?;
         let signed = self.key.sign(user_id);
         let identity_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
             [(&signed, Type::TEXT)];
         let (fence, identity, answer) = tokio::join!(
-            client.batch_execute(&fence),
-            client.query_typed(SET_CALLER, &identity_params),
-            client.query_typed(
-                "SELECT rowgate.caller_exists(), rowgate.caller_attributes()::text",
-                &[]
-            ),
+            client.batch_execute(BEGIN),
+            client.query_typed(ENTER, &identity_params),
+            client.query_typed("SELECT rowgate.caller_attributes()::text", &[]),
         );
-        let checked = fence.and(identity).and(answer).map_err(err);
-        if matches!(checked, Err(ExecuteError::Unavailable(_))) {
-            let _ = deadpool_postgres::Object::take(client);
-        } else {
-            tokio::spawn(async move {
-                let _ = client.batch_execute("ROLLBACK").await;
-            });
+        let checked = fence.and_then(|()| Ok((identity?, answer?))).map_err(err);
+        if !matches!(checked, Err(ExecuteError::Unavailable(_))) {
+            lease.roll_back();
         }
-        let answer = checked?;
-        let Some(row) = answer.first() else {
-            return Err(ExecuteError::UnknownUser);
-        };
-        if !row.get::<_, bool>(0) {
+        let (identity, answer) = checked?;
+        if !identity.first().is_some_and(|row| row.get::<_, bool>(1)) {
             return Err(ExecuteError::UnknownUser);
         }
-        let attributes: Option<String> = row.get(1);
+        let attributes: Option<String> = answer.first().and_then(|row| row.get(0));
         Ok(attributes
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default())
@@ -312,5 +282,73 @@ impl Executor {
 /// Prepared statements kept per connection before the cache is emptied.
 const STATEMENT_CACHE_LIMIT: usize = 256;
 
-const SET_CALLER: &str = "SELECT set_config('rowgate.caller', $1, true)";
-const CALLER_EXISTS: &str = "SELECT rowgate.caller_exists()";
+const BEGIN: &str = "BEGIN TRANSACTION READ ONLY";
+
+/// Sets the signed caller for the transaction and checks it, in one statement. The target list
+/// is evaluated in order, so `caller_exists()` sees the caller just set; were it ever evaluated
+/// first, `caller_id()` would raise (no caller yet) and the request fail: closed, not open.
+const ENTER: &str =
+    "SELECT pg_catalog.set_config('rowgate.caller', $1, true), rowgate.caller_exists()";
+
+/// The connection's configuration with rowgate's settings appended to any startup options the
+/// operator gave (later `-c` wins). `standard_conforming_strings` because the printed SQL
+/// assumes it: with it off, a printed `'a\'` would end a string somewhere else than the
+/// rewriter thinks. `search_path` so no schema the serving role could create objects in (it has
+/// none; defense in depth) comes before `pg_catalog`.
+fn pinned(mut pg: tokio_postgres::Config, timeout: Duration) -> tokio_postgres::Config {
+    let ours = format!(
+        "-c statement_timeout={} -c search_path=pg_catalog,public \
+         -c standard_conforming_strings=on -c default_transaction_read_only=on",
+        timeout.as_millis().max(1)
+    );
+    let options = match pg.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    pg.options(&options);
+    pg
+}
+
+/// A pooled connection lent to one request. Unless the request hands it back through
+/// [`Lease::roll_back`], dropping the lease closes the connection: a request cancelled by its
+/// client, timed out or broken leaves a transaction (or a running query) behind, which must
+/// never meet the next request.
+struct Lease {
+    object: Option<deadpool_postgres::Object>,
+}
+
+impl Lease {
+    fn new(object: deadpool_postgres::Object) -> Lease {
+        Lease {
+            object: Some(object),
+        }
+    }
+
+    /// The connection. Only `roll_back` and `drop` take it, and both end the lease, so this
+    /// cannot fail in practice; it answers an error rather than panic all the same.
+    fn client(&self) -> Result<&deadpool_postgres::Object, ExecuteError> {
+        self.object
+            .as_ref()
+            .ok_or_else(|| ExecuteError::Unavailable("the connection was already returned".into()))
+    }
+
+    /// Rolls back off the request's path: the answer does not wait for it, and the connection
+    /// returns to the pool only once the transaction is gone (or is closed if that fails).
+    fn roll_back(mut self) {
+        if let Some(object) = self.object.take() {
+            tokio::spawn(async move {
+                if object.batch_execute("ROLLBACK").await.is_err() {
+                    let _ = deadpool_postgres::Object::take(object);
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            let _ = deadpool_postgres::Object::take(object);
+        }
+    }
+}

@@ -106,9 +106,13 @@ fn functions_embed_the_subject_queries() {
         .find(|s| s.contains("rowgate.caller_exists()"))
         .unwrap();
     assert!(exists.ends_with(
-        "RETURN (SELECT rowgate.caller_id()) IS NOT NULL AND (EXISTS (SELECT 1 FROM app_users \
-         WHERE id = (SELECT rowgate.caller_id())))"
+        "$rowgate$BEGIN RETURN (SELECT rowgate.caller_id()) IS NOT NULL AND (EXISTS (SELECT 1 \
+         FROM app_users WHERE id = (SELECT rowgate.caller_id()))); END$rowgate$"
     ));
+    assert!(exists.contains("LANGUAGE plpgsql STABLE SECURITY DEFINER"));
+    // Names in the body resolve at run time, so exactly as they did for the views.
+    let install_path = super::SETTINGS[0].trim_start_matches("SET LOCAL search_path = ");
+    assert!(exists.contains(&format!("SET search_path = {install_path} AS ")));
     let attributes = plan
         .iter()
         .find(|s| s.contains("rowgate.caller_attributes()"))
@@ -257,4 +261,18 @@ fn stale_views_are_dropped_and_existing_roles_altered() {
 #[test]
 fn literals_double_quotes() {
     assert_eq!(quote_literal("a'b"), "'a''b'");
+}
+
+#[test]
+fn dollar_quoting_picks_a_tag_the_body_lacks() {
+    assert_eq!(super::dollar_quoted("x"), "$rowgate$x$rowgate$");
+    assert_eq!(
+        super::dollar_quoted("a $rowgate$ b"),
+        "$rowgate1$a $rowgate$ b$rowgate1$"
+    );
+    // A prefix of the closing tag is enough to be dangerous: `$rowgate` then `$`.
+    assert_eq!(
+        super::dollar_quoted("'$rowgate' || '$'"),
+        "$rowgate1$'$rowgate' || '$'$rowgate1$"
+    );
 }

@@ -1,0 +1,123 @@
+//! The execute stage's fence, attacked below the guard: SQL handed straight to the executor (as
+//! if the guard had been bypassed) must not change what the next request on the same connection
+//! runs under, and a request that does not finish cleanly must not hand its connection on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rowgate::execute::{ExecuteConfig, Executor};
+
+fn one_connection(timeout: Duration) -> ExecuteConfig {
+    ExecuteConfig {
+        statement_timeout: timeout,
+        pool_wait: Duration::from_secs(10),
+        pool_size: 1,
+    }
+}
+
+/// The backend pid and the settings the fence pins, as one request sees them.
+const SETTINGS: &str = "SELECT pg_backend_pid()::text, current_setting('statement_timeout'), \
+     current_setting('search_path'), current_setting('standard_conforming_strings'), \
+     current_setting('transaction_read_only'), current_setting('default_transaction_read_only'), \
+     current_setting('work_mem')";
+
+async fn settings(executor: &Executor) -> Vec<String> {
+    let output = executor
+        .run("bob", SETTINGS, 10)
+        .await
+        .expect("the settings query runs");
+    let row = &output.rows[0];
+    (0..7).map(|i| row.get::<_, String>(i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_changed_inside_a_request_do_not_outlive_it() {
+    let db = TestDb::new().await;
+    let executor = Executor::new(
+        db.agent_config(),
+        db.key.clone(),
+        one_connection(Duration::from_millis(1500)),
+    )
+    .expect("the pool builds");
+    let before = settings(&executor).await;
+    assert_eq!(
+        before[1..6],
+        ["1500ms", "pg_catalog,public", "on", "on", "on"]
+    );
+    // Session-wide changes (is_local = false), which would outlive a committed transaction.
+    let attack = "SELECT set_config('statement_timeout', '0', false), \
+         set_config('search_path', 'public, pg_catalog', false), \
+         set_config('standard_conforming_strings', 'off', false), \
+         set_config('default_transaction_read_only', 'off', false), \
+         set_config('work_mem', '64kB', false), \
+         set_config('rowgate.caller', 'someone', false), current_setting('work_mem')";
+    let output = executor
+        .run("bob", attack, 10)
+        .await
+        .expect("the attack itself runs");
+    // The change took effect inside the request (so the check below is not vacuous).
+    assert_eq!(output.rows[0].get::<_, String>(6), "64kB");
+    let after = settings(&executor).await;
+    // Same connection (same backend), every setting as before.
+    assert_eq!(after, before);
+    // And the next caller is who the gateway says, not what the attack left behind.
+    let visible = executor
+        .run("anne", "SELECT count(*) FROM rowgate.invoices", 10)
+        .await
+        .expect("anne's count runs");
+    let expected = db
+        .admin_i64(
+            "SELECT count(*) FROM invoices WHERE department IN ('HR', 'Sales', 'Operations')",
+        )
+        .await;
+    assert_eq!(visible.rows[0].get::<_, i64>(0), expected);
+    db.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_startup_options_are_kept_but_cannot_loosen_the_pins() {
+    let db = TestDb::new().await;
+    let mut pg = db.agent_config();
+    pg.options("-c work_mem=7MB -c statement_timeout=0 -c default_transaction_read_only=off");
+    let executor = Executor::new(pg, db.key.clone(), one_connection(Duration::from_secs(3)))
+        .expect("the pool builds");
+    let seen = settings(&executor).await;
+    assert_eq!(seen[1], "3s");
+    assert_eq!(seen[5], "on");
+    assert_eq!(seen[6], "7MB");
+    db.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_abandoned_mid_query_closes_its_connection() {
+    let db = TestDb::new().await;
+    let executor = Executor::new(
+        db.agent_config(),
+        db.key.clone(),
+        one_connection(Duration::from_secs(5)),
+    )
+    .expect("the pool builds");
+    let first = settings(&executor).await;
+    // The HTTP client went away: axum drops the handler's future mid-query.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        executor.run("anne", "SELECT pg_sleep(3)", 10),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the sleep should still be running");
+    // The only connection was closed, not handed on mid-transaction: the next request gets a
+    // fresh backend, in a transaction of its own.
+    let next = settings(&executor).await;
+    assert_ne!(next[0], first[0], "the abandoned connection was reused");
+    let bob = executor
+        .run("bob", "SELECT count(*) FROM rowgate.invoices", 10)
+        .await
+        .expect("bob's count runs");
+    let expected = db
+        .admin_i64("SELECT count(*) FROM invoices WHERE department IN ('HR', 'Operations')")
+        .await;
+    assert_eq!(bob.rows[0].get::<_, i64>(0), expected);
+    db.teardown().await;
+}
