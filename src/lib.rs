@@ -5,6 +5,7 @@
 //! policy files those stages consult; `check` is an independent verifier of rewritten SQL,
 //! used by tests and fuzzing, that shares no code with `resolve`.
 
+pub mod audit;
 pub mod auth;
 pub mod caller;
 pub mod catalog;
