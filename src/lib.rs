@@ -22,6 +22,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod policy;
 pub mod refusal;
+pub mod reload;
 pub mod resolve;
 pub mod rewrite;
 pub mod server;

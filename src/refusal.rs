@@ -23,6 +23,7 @@ pub enum ErrorCode {
     InvalidToken,
     UserMismatch,
     AuditUnavailable,
+    PolicyOutOfDate,
 }
 
 impl ErrorCode {
@@ -42,12 +43,13 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::UserMismatch => "user_mismatch",
             ErrorCode::AuditUnavailable => "audit_unavailable",
+            ErrorCode::PolicyOutOfDate => "policy_out_of_date",
         }
     }
 
     /// Every code, for documents and tests that must cover them all (the OpenAPI test). The
     /// unit test below fails to compile when a variant is added without being listed here.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidRequest,
         ErrorCode::ParseError,
         ErrorCode::StatementNotAllowed,
@@ -62,6 +64,7 @@ impl ErrorCode {
         ErrorCode::InvalidToken,
         ErrorCode::UserMismatch,
         ErrorCode::AuditUnavailable,
+        ErrorCode::PolicyOutOfDate,
     ];
 }
 
@@ -100,6 +103,7 @@ mod tests {
             ErrorCode::InvalidToken => 11,
             ErrorCode::UserMismatch => 12,
             ErrorCode::AuditUnavailable => 13,
+            ErrorCode::PolicyOutOfDate => 14,
         }
     }
 

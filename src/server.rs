@@ -11,14 +11,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::auth::ApiKeys;
+use crate::audit::{Audit, AuditError, AuditSink};
 use crate::caller::IdentityKey;
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::CatalogError;
 use crate::execute::{ExecuteConfig, Executor};
 use crate::http::{router, AppState};
 use crate::identity::{Identity, JwtConfig, JwtConfigError, JwtVerifier};
 use crate::metrics::Metrics;
 use crate::parse::Limits;
 use crate::policy::{Policy, PolicyError, Rule};
+use crate::reload::{self, Live};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -30,6 +32,8 @@ pub enum ServeError {
     NoKeyOnNetwork(SocketAddr),
     #[error(transparent)]
     Jwt(#[from] JwtConfigError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("{0}")]
     Setup(String),
     #[error("cannot reach the database: {0}")]
@@ -62,6 +66,8 @@ pub struct ServeConfig {
     pub insecure: bool,
     /// JWT verification; off when no JWT setting is given (`JwtConfig::default()`).
     pub jwt: JwtConfig,
+    /// Where the audit trail goes (`AuditSink::Off` for none).
+    pub audit: AuditSink,
 }
 
 /// Everything `serve` does before listening: load, check, and build the shared state.
@@ -77,32 +83,24 @@ pub async fn prepare(config: &ServeConfig) -> Result<Arc<AppState>, ServeError> 
     if !config.bind.ip().is_loopback() && !identity.is_required() {
         return Err(ServeError::NoKeyOnNetwork(config.bind));
     }
-    let policy = Policy::load_dir(&config.policies)?;
+    // Before the database: a trail that cannot be opened stops start-up at once.
+    let audit = Audit::start(&config.audit)?;
     let executor = Executor::new(
         config.database.clone(),
         config.key.clone(),
         config.execute.clone(),
     )
     .map_err(ServeError::Setup)?;
-    let client = executor
-        .pool()
-        .get()
-        .await
-        .map_err(|e| ServeError::Database(e.to_string()))?;
-    if !config.insecure {
-        check_role(&client, &policy).await?;
-    }
-    let catalog = Catalog::load(&client, &policy).await?;
-    drop(client);
+    let live = Live::start(&config.policies, executor.clone(), config.insecure).await?;
     let metrics = Metrics::new().map_err(|e| ServeError::Setup(e.to_string()))?;
     Ok(Arc::new(AppState {
-        policy: catalog.complete(&policy),
-        catalog,
+        live: Arc::new(live),
         executor,
         identity,
         limits: config.limits,
         max_rows: config.max_rows,
         metrics,
+        audit,
     }))
 }
 
@@ -114,11 +112,21 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             addr: config.bind,
             source,
         })?;
-    tracing::info!(bind = %config.bind, policy = %state.policy.version, "rowgate is serving");
-    axum::serve(listener, router(state))
+    let versions = state.live.versions();
+    tracing::info!(bind = %config.bind, policy = %versions.loaded, installed = ?versions.installed, "rowgate is serving");
+    // SIGHUP re-reads the policy files; the poll notices `rowgate install` on its own.
+    #[cfg(unix)]
+    let sighup = reload::watch_sighup(state.live.clone())
+        .map_err(|e| ServeError::Setup(format!("cannot handle SIGHUP: {e}")))?;
+    let poll = reload::poll_installed(state.live.clone(), reload::POLL_INTERVAL);
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|e| ServeError::Setup(e.to_string()))
+        .map_err(|e| ServeError::Setup(e.to_string()));
+    #[cfg(unix)]
+    sighup.abort();
+    poll.abort();
+    served
 }
 
 /// SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish.
@@ -157,7 +165,9 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND has_table_privilege(c.oid, 'SELECT')
 ORDER BY 1 LIMIT 5";
 
-async fn check_role(client: &tokio_postgres::Client, policy: &Policy) -> Result<(), ServeError> {
+/// Refuses a serving role that could read around the permission views (also run on reload,
+/// for the new policy's relations).
+pub(crate) async fn check_role(client: &tokio_postgres::Client, policy: &Policy) -> Result<(), ServeError> {
     let db = |e: tokio_postgres::Error| ServeError::Database(e.to_string());
     let row = client.query_one(ROLE, &[]).await.map_err(db)?;
     let role: String = row.get(0);

@@ -151,13 +151,13 @@ async fn state_against(
     let good = db.state_with(&db.serve_config()).await;
     let executor = Executor::new(database, db.key.clone(), execute).expect("the pool builds");
     Arc::new(AppState {
-        policy: good.policy.clone(),
-        catalog: good.catalog.clone(),
+        live: good.live.clone(),
         executor,
         identity: good.identity.clone(),
         limits: good.limits,
         max_rows: good.max_rows,
         metrics: Metrics::new().unwrap(),
+        audit: good.audit.clone(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, the JSON error shape, and the one place where error codes become
-//! HTTP statuses. Handlers live in `query`, `schema` and `ops`.
+//! HTTP statuses. Handlers live in `query`, `schema`, `ops` and `mcp` (the MCP endpoint).
 
+pub mod mcp;
 mod ops;
 mod query;
 mod schema;
@@ -14,27 +15,29 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::catalog::Catalog;
+use crate::audit::Audit;
 use crate::execute::Executor;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::parse::Limits;
-use crate::policy::Policy;
 use crate::refusal::{ErrorCode, Refusal};
+use crate::reload::Live;
 
 /// Largest request body accepted. The SQL cap is far smaller; this only bounds what is read.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub struct AppState {
-    /// The policy with column lists completed from the catalog.
-    pub policy: Policy,
-    pub catalog: Catalog,
+    /// The policy in force and its catalog, replaced on reload: take one `snapshot()` per
+    /// request.
+    pub live: Arc<Live>,
     pub executor: Executor,
     /// Who is calling: API keys and, optionally, JWT verification.
     pub identity: Identity,
     pub limits: Limits,
     pub max_rows: usize,
     pub metrics: Metrics,
+    /// The audit trail (`Audit::off()` when not configured).
+    pub audit: Audit,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -44,6 +47,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(mcp::routes(state.clone()))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -62,7 +66,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
         ErrorCode::QueryFailed => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorCode::DatabaseUnavailable | ErrorCode::AuditUnavailable => {
+        ErrorCode::DatabaseUnavailable
+        | ErrorCode::AuditUnavailable
+        | ErrorCode::PolicyOutOfDate => {
             StatusCode::SERVICE_UNAVAILABLE
         }
     }

@@ -1,4 +1,5 @@
-//! Operational endpoints: liveness, readiness, metrics, and the JSON 404.
+//! Operational endpoints: liveness, readiness (with the loaded and installed policy versions),
+//! metrics, and the JSON 404.
 
 use std::sync::Arc;
 
@@ -14,12 +15,41 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when the database answers and the policy in force is the one installed there. Both
+/// versions are reported either way, so an operator sees which side is behind.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.executor.ping().await {
+    if let Err(error) = state.executor.ping().await {
+        return ApiError::from(error).into_response();
+    }
+    // A fresh look at the installed version; if it cannot be read, report the last one seen.
+    if let Err(error) = state.live.refresh().await {
+        tracing::warn!(%error, "readyz: cannot re-check the installed policy version");
+    }
+    let snapshot = state.live.snapshot();
+    let versions = json!({
+        "policy_version": snapshot.loaded(),
+        "installed_policy_version": snapshot.installed,
+    });
+    match snapshot.check() {
         Ok(()) => {
-            Json(json!({"status": "ready", "policy_version": state.policy.version})).into_response()
+            let mut body = json!({"status": "ready"});
+            merge(&mut body, versions);
+            Json(body).into_response()
         }
-        Err(error) => ApiError::from(error).into_response(),
+        Err(out_of_step) => {
+            let error = ApiError::from(out_of_step);
+            let mut body = json!({"status": "policy_out_of_date", "error": {
+                "code": error.code, "message": error.message, "hint": error.hint,
+            }});
+            merge(&mut body, versions);
+            (super::status(error.code), Json(body)).into_response()
+        }
+    }
+}
+
+fn merge(body: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
     }
 }
 
@@ -32,7 +62,7 @@ pub async fn not_found() -> Response {
     let body = json!({"error": {
         "code": "invalid_request",
         "message": "no such endpoint",
-        "hint": "Use POST /v1/query, GET /v1/schema, GET /healthz, GET /readyz or GET /metrics.",
+        "hint": "Use POST /v1/query, GET /v1/schema, POST /mcp, GET /healthz, GET /readyz or GET /metrics.",
     }});
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }

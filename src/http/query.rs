@@ -1,4 +1,5 @@
 //! `POST /v1/query`: the whole request path of DESIGN.md, from the API key to the JSON rows.
+//! [`answer`] is the same path for a caller authenticated elsewhere (the MCP tools).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{identify, ApiError, AppState};
+use crate::audit::{self, AppliedRule, Decision, Outcome};
 use crate::{encode, pipeline};
 
 /// A user id as applications send it: n8n and friends often use numbers.
@@ -61,11 +63,52 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<QueryRequest, ApiEr
     })
 }
 
+/// A query once its caller is known: what `/v1/query` and the MCP tools both run.
+pub(crate) struct QueryInput {
+    pub sql: String,
+    pub dry_run: bool,
+    pub max_rows: Option<usize>,
+}
+
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let identified = identify(&state, &headers, parse_body(body), |r| {
+        r.user_id.clone().map(UserId::into_string)
+    })
+    .map(|(user_id, request)| {
+        let input = QueryInput {
+            sql: request.sql,
+            dry_run: request.dry_run,
+            max_rows: request.max_rows,
+        };
+        (user_id, input)
+    });
+    match logged(&state, identified, "query").await {
+        Ok(body) => Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Runs a query for an already authenticated caller (the MCP tools); `endpoint` labels the
+/// metrics and the log line.
+pub(crate) async fn answer(
+    state: &AppState,
+    user_id: String,
+    input: QueryInput,
+    endpoint: &str,
+) -> Result<Answer, ApiError> {
+    logged(state, Ok((user_id, input)), endpoint).await
+}
+
+/// The request's metrics and log line around [`run`].
+async fn logged(
+    state: &AppState,
+    identified: Result<(String, QueryInput), ApiError>,
+    endpoint: &str,
+) -> Result<Answer, ApiError> {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut log = Log {
@@ -73,17 +116,30 @@ pub async fn handle(
         caller: String::new(),
         tables: String::new(),
         rows: 0,
+        trail: Trail::default(),
     };
-    let result = run(&state, &headers, body, &mut log).await;
+    let result = match identified {
+        Ok((user_id, input)) => {
+            log.caller = user_id.clone();
+            if state.audit.is_on() {
+                log.trail.fingerprint = audit::fingerprint(&input.sql, &state.limits);
+                log.trail.dry_run = input.dry_run;
+            }
+            run(state, &user_id, input, &mut log, endpoint).await
+        }
+        Err(error) => Err(error),
+    };
+    let result = close_trail(state, &log, endpoint, result, started).await;
     let elapsed = started.elapsed();
     state.metrics.observe("request", elapsed.as_secs_f64());
     let (outcome, code) = match &result {
         Ok(_) => ("ok", "none".to_string()),
         Err(error) => ("refused", error.code.to_string()),
     };
-    state.metrics.count("query", outcome, &code);
+    state.metrics.count(endpoint, outcome, &code);
     tracing::info!(
         request_id = %request_id,
+        endpoint,
         caller = %log.caller,
         outcome,
         code = %code,
@@ -92,10 +148,7 @@ pub async fn handle(
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         "query"
     );
-    match result {
-        Ok(body) => Json(body).into_response(),
-        Err(error) => error.into_response(),
-    }
+    result
 }
 
 struct Log<'a> {
@@ -103,22 +156,112 @@ struct Log<'a> {
     caller: String,
     tables: String,
     rows: usize,
+    trail: Trail,
+}
+
+/// What the audit trail needs to know, gathered as the request goes.
+#[derive(Default)]
+struct Trail {
+    policy_version: String,
+    fingerprint: Option<String>,
+    dry_run: bool,
+    applied: Vec<AppliedRule>,
+    truncated: bool,
+    /// An `allow` line was written, so the query may run and an outcome line must follow.
+    allowed: bool,
+}
+
+/// Writes the request's last audit line: the outcome of an allowed query, or the decision that
+/// refused it. Fail-closed: an answer with data does not leave without its outcome line.
+async fn close_trail(
+    state: &AppState,
+    log: &Log<'_>,
+    endpoint: &str,
+    result: Result<Answer, ApiError>,
+    started: Instant,
+) -> Result<Answer, ApiError> {
+    if !state.audit.is_on() {
+        return result;
+    }
+    let code = result.as_ref().err().map(|e| e.code);
+    if log.trail.allowed {
+        let outcome = Outcome {
+            audit: "outcome",
+            decision_id: log.request_id,
+            time: audit::now(),
+            outcome: if code.is_none() { "ok" } else { "error" },
+            code,
+            rows: log.rows,
+            truncated: log.trail.truncated,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        return match (state.audit.record(&outcome).await, result) {
+            (Err(error), Ok(_)) => Err(error.into()),
+            (_, result) => result,
+        };
+    }
+    let version = match log.trail.policy_version.as_str() {
+        "" => state.live.snapshot().policy.version.clone(),
+        known => known.to_string(),
+    };
+    let decision = Decision {
+        audit: "decision",
+        decision_id: log.request_id,
+        time: audit::now(),
+        endpoint,
+        caller: Some(log.caller.as_str()).filter(|c| !c.is_empty()),
+        policy_version: &version,
+        fingerprint: log.trail.fingerprint.as_deref(),
+        dry_run: log.trail.dry_run,
+        tables: &log.trail.applied,
+        decision: "refuse",
+        code,
+    };
+    // Already a refusal: a trail that cannot be written is logged by the writer, and the
+    // caller still learns why its query was refused.
+    let _ = state.audit.record(&decision).await;
+    result
+}
+
+/// Writes the `allow` line before anything runs; an unwritable trail refuses the query.
+async fn allow(state: &AppState, log: &mut Log<'_>, endpoint: &str) -> Result<(), ApiError> {
+    if !state.audit.is_on() {
+        return Ok(());
+    }
+    let decision = Decision {
+        audit: "decision",
+        decision_id: log.request_id,
+        time: audit::now(),
+        endpoint,
+        caller: Some(log.caller.as_str()),
+        policy_version: &log.trail.policy_version,
+        fingerprint: log.trail.fingerprint.as_deref(),
+        dry_run: log.trail.dry_run,
+        tables: &log.trail.applied,
+        decision: "allow",
+        code: None,
+    };
+    state.audit.record(&decision).await?;
+    log.trail.allowed = true;
+    Ok(())
 }
 
 async fn run(
     state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    user_id: &str,
+    request: QueryInput,
     log: &mut Log<'_>,
+    endpoint: &str,
 ) -> Result<Answer, ApiError> {
-    let (user_id, request) = identify(state, headers, parse_body(body), |r| {
-        r.user_id.clone().map(UserId::into_string)
-    })?;
-    log.caller = user_id.clone();
     tracing::debug!(request_id = log.request_id, sql = %request.sql, "agent sql");
+    // One snapshot decides the whole request, and only while the database has its views.
+    let snapshot = state.live.snapshot();
+    snapshot.check()?;
+    let policy = &*snapshot.policy;
+    log.trail.policy_version = policy.version.clone();
 
     let stage = std::time::Instant::now();
-    let rewritten = pipeline::rewrite(&request.sql, &state.policy, &state.limits)?;
+    let rewritten = pipeline::rewrite(&request.sql, policy, &state.limits)?;
     state
         .metrics
         .observe("rewrite", stage.elapsed().as_secs_f64());
@@ -130,14 +273,25 @@ async fn run(
         .collect::<Vec<_>>()
         .join(",");
     tracing::debug!(request_id = log.request_id, sql = %rewritten.sql, "rewritten sql");
+    log.trail.applied = rewritten
+        .plan
+        .ctes
+        .iter()
+        .filter_map(|cte| policy.table(&cte.table))
+        .map(|t| AppliedRule {
+            table: t.name.clone(),
+            rule: t.rule.describe(),
+        })
+        .collect();
+    allow(state, log, endpoint).await?;
 
     if request.dry_run {
-        let attributes = state.executor.attributes(&user_id).await?;
+        let attributes = state.executor.attributes(user_id).await?;
         let tables: Vec<Value> = rewritten
             .plan
             .ctes
             .iter()
-            .filter_map(|cte| state.policy.table(&cte.table))
+            .filter_map(|cte| policy.table(&cte.table))
             .map(|t| json!({"table": t.name, "filter": t.rule.describe()}))
             .collect();
         return Ok(Answer::DryRun(json!({
@@ -145,7 +299,7 @@ async fn run(
             "tables": tables,
             "attributes": attributes,
             "plan": rewritten.plan,
-            "policy_version": state.policy.version,
+            "policy_version": policy.version,
         })));
     }
 
@@ -156,7 +310,7 @@ async fn run(
     let stage = std::time::Instant::now();
     let output = state
         .executor
-        .run(&user_id, &rewritten.sql, max_rows)
+        .run(user_id, &rewritten.sql, max_rows)
         .await?;
     state
         .metrics
@@ -169,6 +323,7 @@ async fn run(
         .metrics
         .observe("encode", stage.elapsed().as_secs_f64());
     log.rows = rows.len();
+    log.trail.truncated = output.truncated;
     Ok(Answer::Rows(QueryAnswer {
         columns,
         row_count: rows.len(),
@@ -180,7 +335,7 @@ async fn run(
 
 /// A run's answer. A struct rather than `json!` so that rows keep their column order.
 #[derive(Serialize)]
-struct QueryAnswer {
+pub(crate) struct QueryAnswer {
     columns: Vec<encode::ColumnInfo>,
     rows: Vec<encode::EncodedRow>,
     row_count: usize,
@@ -190,7 +345,7 @@ struct QueryAnswer {
 
 #[derive(Serialize)]
 #[serde(untagged)]
-enum Answer {
+pub(crate) enum Answer {
     Rows(QueryAnswer),
     DryRun(Value),
 }

@@ -1,4 +1,5 @@
-//! `GET /v1/schema`: what the caller may query, as JSON or as prompt-ready text.
+//! `GET /v1/schema`: what the caller may query, as JSON or as prompt-ready text. [`describe`]
+//! is shared with the MCP `describe_schema` tool.
 
 use std::sync::Arc;
 
@@ -48,24 +49,37 @@ async fn run(
         )
     });
     let (user_id, params) = identify(state, headers, params, |p| p.user_id.clone())?;
-    // Only known callers learn the schema; this also proves the database is reachable.
-    state.executor.attributes(&user_id).await?;
+    let schema = describe(state, &user_id).await?;
     match params.format.as_deref() {
         Some("text") => Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            state.catalog.to_text(),
+            schema.text,
         )
             .into_response()),
-        None | Some("json") => {
-            let tables: Vec<_> = state.catalog.tables.values().collect();
-            Ok(
-                Json(json!({"tables": tables, "policy_version": state.policy.version}))
-                    .into_response(),
-            )
-        }
+        None | Some("json") => Ok(Json(schema.json).into_response()),
         Some(other) => Err(ApiError::invalid(
             format!("unknown format `{other}`"),
             "Use format=text or format=json.",
         )),
     }
+}
+
+/// What a caller may query, in both forms: `/v1/schema` picks one, the MCP tool sends both.
+pub(crate) struct Described {
+    pub json: serde_json::Value,
+    pub text: String,
+}
+
+/// The schema for an authenticated caller: `/v1/schema` and the MCP `describe_schema` tool.
+pub(crate) async fn describe(state: &AppState, user_id: &str) -> Result<Described, ApiError> {
+    let snapshot = state.live.snapshot();
+    // A catalog read from other views than the policy's would describe the wrong tables.
+    snapshot.check()?;
+    // Only known callers learn the schema; this also proves the database is reachable.
+    state.executor.attributes(user_id).await?;
+    let tables: Vec<_> = snapshot.catalog.tables.values().collect();
+    Ok(Described {
+        json: json!({"tables": tables, "policy_version": snapshot.policy.version}),
+        text: snapshot.catalog.to_text(),
+    })
 }
