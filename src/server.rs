@@ -10,8 +10,8 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::auth::ApiKeys;
 use crate::audit::{Audit, AuditError, AuditSink};
+use crate::auth::ApiKeys;
 use crate::caller::IdentityKey;
 use crate::catalog::CatalogError;
 use crate::execute::{ExecuteConfig, Executor};
@@ -167,7 +167,10 @@ ORDER BY 1 LIMIT 5";
 
 /// Refuses a serving role that could read around the permission views (also run on reload,
 /// for the new policy's relations).
-pub(crate) async fn check_role(client: &tokio_postgres::Client, policy: &Policy) -> Result<(), ServeError> {
+pub(crate) async fn check_role(
+    client: &tokio_postgres::Client,
+    policy: &Policy,
+) -> Result<(), ServeError> {
     let db = |e: tokio_postgres::Error| ServeError::Database(e.to_string());
     let row = client.query_one(ROLE, &[]).await.map_err(db)?;
     let role: String = row.get(0);

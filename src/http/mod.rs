@@ -68,9 +68,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::DatabaseUnavailable
         | ErrorCode::AuditUnavailable
-        | ErrorCode::PolicyOutOfDate => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        | ErrorCode::PolicyOutOfDate => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
