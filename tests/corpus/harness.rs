@@ -5,6 +5,9 @@
 //! Everything made here is dropped again, panics included, so the tests can run twice in a row
 //! and alongside the other suites.
 
+// Each test binary uses part of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
