@@ -131,6 +131,7 @@ async fn main() {
         limits: Limits::default(),
         insecure: false,
         jwt: Default::default(),
+        audit: Default::default(),
     };
     let state = rowgate::server::prepare(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -201,6 +201,50 @@ impl AppendFile {
     }
 }
 
+/// The rule that decided a table's rows (the policy's own text, never the agent's).
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedRule {
+    pub table: String,
+    pub rule: String,
+}
+
+/// Allowed or refused, with what decided it. An allowed decision is written before the query
+/// runs; a refused one is the request's only line.
+#[derive(Debug, Serialize)]
+pub struct Decision<'a> {
+    /// Always `"decision"`: tells the two kinds of line apart (and from log lines on stdout).
+    pub audit: &'static str,
+    pub decision_id: &'a str,
+    pub time: String,
+    /// `query` for `/v1/query`, the MCP tool's name for `/mcp`.
+    pub endpoint: &'a str,
+    /// The authenticated caller; `null` when the request was refused before that was known.
+    pub caller: Option<&'a str>,
+    pub policy_version: &'a str,
+    /// See [`fingerprint`]; `null` when the SQL did not parse or was never read.
+    pub fingerprint: Option<&'a str>,
+    pub dry_run: bool,
+    pub tables: &'a [AppliedRule],
+    /// `allow` or `refuse`.
+    pub decision: &'static str,
+    pub code: Option<ErrorCode>,
+}
+
+/// What became of an allowed decision.
+#[derive(Debug, Serialize)]
+pub struct Outcome<'a> {
+    /// Always `"outcome"`.
+    pub audit: &'static str,
+    pub decision_id: &'a str,
+    pub time: String,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+    pub code: Option<ErrorCode>,
+    pub rows: usize,
+    pub truncated: bool,
+    pub duration_ms: f64,
+}
+
 /// The current time as the trail writes it: RFC 3339, UTC, milliseconds.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

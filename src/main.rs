@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use rowgate::audit::AuditSink;
 use rowgate::auth::ApiKeys;
 use rowgate::caller::IdentityKey;
 use rowgate::execute::ExecuteConfig;
@@ -139,6 +140,11 @@ struct ServerArgs {
     /// Serve even as a superuser or a role that can read base tables. Experiments only.
     #[arg(long)]
     insecure: bool,
+    /// Audit trail, one JSON line per decision and per outcome: `stdout`, a file path (opened
+    /// for appending; rotate by renaming it), or `off`. On by default: a gateway that decides
+    /// who reads what should leave a record unless told not to.
+    #[arg(long, env = "ROWGATE_AUDIT", default_value = "stdout")]
+    audit: AuditSink,
     #[command(flatten)]
     jwt: JwtArgs,
 }
@@ -201,6 +207,7 @@ impl ServerArgs {
             },
             insecure: self.insecure,
             jwt: self.jwt.config(),
+            audit: self.audit,
         }
     }
 }

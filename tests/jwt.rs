@@ -465,6 +465,7 @@ async fn an_incomplete_configuration_is_refused_at_start_up() {
         limits: Default::default(),
         insecure: false,
         jwt: JwtConfig::default(),
+        audit: Default::default(),
     };
     let dir = std::env::temp_dir().join(format!("rowgate-jwt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -203,6 +203,7 @@ impl TestDb {
             limits: Limits::default(),
             insecure: false,
             jwt: Default::default(),
+            audit: Default::default(),
         }
     }
 
