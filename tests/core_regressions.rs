@@ -310,8 +310,10 @@ fn literals_the_printer_cannot_write_back_are_refused() {
             Err(_) => {}
             Ok(out) => {
                 // Accepted only if the printed SQL reads back as the same query.
-                let again = rowgate::parse::parse(&out.sql, &Limits::default())
-                    .unwrap_or_else(|e| panic!("{sql}\nprinted as {}\nwhich does not parse: {e}", out.sql));
+                let again =
+                    rowgate::parse::parse(&out.sql, &Limits::default()).unwrap_or_else(|e| {
+                        panic!("{sql}\nprinted as {}\nwhich does not parse: {e}", out.sql)
+                    });
                 assert_eq!(
                     again,
                     vec![sqlparser::ast::Statement::Query(out.query.clone())],
