@@ -377,6 +377,16 @@ async fn bird_queries_are_refused_for_a_reason_or_rewritten_into_sql_postgresql_
         broken, 0,
         "queries PostgreSQL plans as written but not after the rewrite"
     );
+    // A function PostgreSQL has, refused in a query PostgreSQL plans: the allowlist lacks it.
+    let missing: Vec<&String> = reports
+        .values()
+        .flat_map(|r| r.refused_valid.0.keys())
+        .filter(|reason| reason.starts_with("function_not_allowed"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "functions to consider for the allowlist: {missing:?}"
+    );
     let grouping: usize = reports.values().map(|r| r.grouping.len()).sum();
     assert!(
         grouping <= GROUPING_LIMITATION,
