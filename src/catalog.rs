@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::policy::Policy;
 use crate::rewrite::VIEW_SCHEMA;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ColumnDesc {
     pub name: String,
     #[serde(rename = "type")]
@@ -18,7 +18,7 @@ pub struct ColumnDesc {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TableDesc {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -116,7 +116,7 @@ fn is_plain_identifier(s: &str) -> bool {
 }
 
 /// One result column as the answer describes it: `{"name": ..., "type": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ColumnInfo {
     /// The key of this column's values in every row (a duplicate name gets a suffix).
     pub name: String,

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 /// The codes of DESIGN.md's error table. Their spelling is part of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidRequest,

@@ -2,6 +2,7 @@
 //! HTTP statuses. Handlers live in `query`, `schema`, `ops` and `mcp` (the MCP endpoint).
 
 pub mod mcp;
+mod openapi;
 mod ops;
 mod query;
 mod schema;
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::audit::Audit;
 use crate::execute::Executor;
@@ -40,14 +41,34 @@ pub struct AppState {
     pub audit: Audit,
 }
 
+/// Every route and its methods. The router is built from this list, so a route that is not
+/// here is not served; `tests/openapi.rs` checks that each one answers and is documented.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/query", &["POST"]),
+    ("/v1/schema", &["GET"]),
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+    (openapi::PATH, &["GET"]),
+    (mcp::PATH, &["POST"]),
+];
+
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/query", post(query::handle))
-        .route("/v1/schema", get(schema::handle))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .merge(mcp::routes(state.clone()))
+    let mut router = Router::new();
+    for (path, _) in ROUTES {
+        router = match *path {
+            "/v1/query" => router.route(path, post(query::handle)),
+            "/v1/schema" => router.route(path, get(schema::handle)),
+            "/healthz" => router.route(path, get(ops::healthz)),
+            "/readyz" => router.route(path, get(ops::readyz)),
+            "/metrics" => router.route(path, get(ops::metrics)),
+            openapi::PATH => router.route(path, get(openapi::handle)),
+            mcp::PATH => router.merge(mcp::routes(state.clone())),
+            // A listed path without a handler answers 404, which tests/openapi.rs catches.
+            _ => router,
+        };
+    }
+    router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -70,6 +91,22 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::AuditUnavailable
         | ErrorCode::PolicyOutOfDate => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// The body of every error answer: `{"error": {"code", "message", "hint"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable; see the table in DESIGN.md.
+    pub code: ErrorCode,
+    /// What was wrong, in plain words.
+    pub message: String,
+    /// How to fix it, written so that an agent can correct its query.
+    pub hint: String,
 }
 
 /// An error as the API shows it: `{"error": {"code", "message", "hint"}}`.
@@ -102,8 +139,13 @@ impl<E: Refusal> From<E> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"error": {"code": self.code, "message": self.message, "hint": self.hint}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                hint: self.hint,
+            },
+        };
         (status(self.code), Json(body)).into_response()
     }
 }

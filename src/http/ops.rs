@@ -11,12 +11,26 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    responses((status = 200, description = "Alive.", body = Object, example = json!({"status": "ok"}))),
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers and the policy in force is the one installed there. Both
 /// versions are reported either way, so an operator sees which side is behind.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    responses((status = 200, description = "The database answers and the policy in force is the one installed.", body = Object,
+        example = json!({"status": "ready", "policy_version": "379a90fde8889786", "installed_policy_version": "379a90fde8889786"}))),
+)]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if let Err(error) = state.executor.ping().await {
         return ApiError::from(error).into_response();
@@ -53,6 +67,13 @@ fn merge(body: &mut serde_json::Value, extra: serde_json::Value) {
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain")),
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.render(&state.executor.pool().status());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

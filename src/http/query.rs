@@ -11,14 +11,14 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{identify, ApiError, AppState};
 use crate::audit::{self, AppliedRule, Decision, Outcome};
 use crate::{encode, pipeline};
 
 /// A user id as applications send it: n8n and friends often use numbers.
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum UserId {
     Text(String),
@@ -34,14 +34,20 @@ impl UserId {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QueryRequest {
-    /// Required unless the caller's id comes from a verified token.
+pub(crate) struct QueryRequest {
+    /// The chat user's id, from the application (never from the model). Required unless JWT
+    /// verification is on; then optional, and refused with `user_mismatch` if it is not the
+    /// token's caller.
     user_id: Option<UserId>,
+    /// One read-only PostgreSQL query over the tables `GET /v1/schema` lists.
     sql: String,
+    /// Answer with the rewritten SQL and the rules that apply instead of running it.
     #[serde(default)]
     dry_run: bool,
+    /// Fewer rows than the server's cap (ROWGATE_MAX_ROWS); more is capped.
+    #[schema(minimum = 0)]
     max_rows: Option<usize>,
 }
 
@@ -70,6 +76,17 @@ pub(crate) struct QueryInput {
     pub max_rows: Option<usize>,
 }
 
+/// Runs one read-only query as the caller, over permission views only.
+#[utoipa::path(
+    post,
+    path = "/v1/query",
+    operation_id = "query",
+    request_body = QueryRequest,
+    responses(
+        (status = 200, description = "The rows (or, with `dry_run`, the rewritten SQL and the rules that apply).", body = Answer),
+    ),
+    security(("bearer" = []), ("bearer" = [], "api_key" = [])),
+)]
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -287,20 +304,23 @@ async fn run(
 
     if request.dry_run {
         let attributes = state.executor.attributes(user_id).await?;
-        let tables: Vec<Value> = rewritten
+        let tables = rewritten
             .plan
             .ctes
             .iter()
             .filter_map(|cte| policy.table(&cte.table))
-            .map(|t| json!({"table": t.name, "filter": t.rule.describe()}))
+            .map(|t| TableFilter {
+                table: t.name.clone(),
+                filter: t.rule.describe(),
+            })
             .collect();
-        return Ok(Answer::DryRun(json!({
-            "rewritten_sql": rewritten.sql,
-            "tables": tables,
-            "attributes": attributes,
-            "plan": rewritten.plan,
-            "policy_version": policy.version,
-        })));
+        return Ok(Answer::DryRun(DryRunAnswer {
+            rewritten_sql: rewritten.sql,
+            tables,
+            attributes,
+            plan: rewritten.plan,
+            policy_version: policy.version.clone(),
+        }));
     }
 
     let max_rows = request
@@ -334,18 +354,41 @@ async fn run(
 }
 
 /// A run's answer. A struct rather than `json!` so that rows keep their column order.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct QueryAnswer {
     columns: Vec<encode::ColumnInfo>,
+    /// One object per row, keyed by column name, in column order.
+    #[schema(value_type = Vec<Object>)]
     rows: Vec<encode::EncodedRow>,
     row_count: usize,
     truncated: bool,
     rewritten_sql: String,
 }
 
-#[derive(Serialize)]
+/// A dry run's answer: what would run, and why.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct DryRunAnswer {
+    rewritten_sql: String,
+    /// The rule that filters each table the query reads.
+    tables: Vec<TableFilter>,
+    /// The caller's attribute values, as the policy's subject queries find them.
+    #[schema(value_type = Object)]
+    attributes: Value,
+    /// Which reference became which permission CTE.
+    #[schema(value_type = Object)]
+    plan: crate::rewrite::Plan,
+    policy_version: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TableFilter {
+    table: String,
+    filter: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(crate) enum Answer {
     Rows(QueryAnswer),
-    DryRun(Value),
+    DryRun(DryRunAnswer),
 }

@@ -7,17 +7,40 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{identify, ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SchemaParams {
+    /// The chat user's id (optional with JWT verification, which names the caller).
     user_id: Option<String>,
+    /// `json` (the default) or `text`, ready to paste into a system prompt.
     format: Option<String>,
 }
 
+/// The tables and columns the caller may query.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct SchemaAnswer<'a> {
+    tables: Vec<&'a crate::catalog::TableDesc>,
+    policy_version: &'a str,
+}
+
+/// What the caller may query, as JSON or as prompt-ready text.
+#[utoipa::path(
+    get,
+    path = "/v1/schema",
+    operation_id = "schema",
+    params(SchemaParams),
+    responses(
+        (status = 200, description = "The tables and columns the caller may query, with descriptions.", content(
+            (SchemaAnswer = "application/json"),
+            (String = "text/plain"),
+        )),
+    ),
+    security(("bearer" = []), ("bearer" = [], "api_key" = [])),
+)]
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -79,7 +102,11 @@ pub(crate) async fn describe(state: &AppState, user_id: &str) -> Result<Describe
     state.executor.attributes(user_id).await?;
     let tables: Vec<_> = snapshot.catalog.tables.values().collect();
     Ok(Described {
-        json: json!({"tables": tables, "policy_version": snapshot.policy.version}),
+        json: serde_json::to_value(SchemaAnswer {
+            tables,
+            policy_version: &snapshot.policy.version,
+        })
+        .map_err(|e| ApiError::invalid(e.to_string(), "Retry; this is a bug if it persists."))?,
         text: snapshot.catalog.to_text(),
     })
 }
