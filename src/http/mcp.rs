@@ -11,15 +11,16 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Json, Router};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage, ContentBlock,
+    CustomRequest, CustomResult, ErrorCode, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -57,7 +58,9 @@ pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError>
 }
 
 /// Refuses a request without valid credentials before any MCP message is read, with the API's
-/// error shape and status (401 for a key or token, 400 for a missing user header).
+/// error shape and status (401 for a key or token, 400 for a missing user header); then
+/// answers a POST whose body is not a JSON-RPC message with a JSON-RPC error, where rmcp would
+/// answer plain text.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -66,13 +69,85 @@ async fn authenticate(
     match caller(&state, request.headers()) {
         Ok(user) => {
             request.extensions_mut().insert(Caller(user));
-            next.run(request).await
         }
         Err(error) => {
             state.metrics.count("mcp", "refused", error.code.as_str());
-            error.into_response()
+            return error.into_response();
         }
     }
+    if request.method() != Method::POST || !is_json(request.headers()) {
+        // rmcp answers these itself (405, 406, 415), never with a 500.
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            return rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Value::Null,
+                INVALID_REQUEST,
+                format!("cannot read the message (at most {MAX_BODY_BYTES} bytes): {error}"),
+            )
+        }
+    };
+    if let Err(response) = check_message(&bytes) {
+        state.metrics.count("mcp", "refused", "invalid_message");
+        return response;
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const INVALID_PARAMS: i64 = -32602;
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `Ok` when rmcp can read the body as one JSON-RPC message; otherwise the JSON-RPC error to
+/// answer with (MCP: an HTTP 400 whose body is a JSON-RPC error).
+fn check_message(bytes: &[u8]) -> Result<(), Response> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            PARSE_ERROR,
+            format!("the message is not JSON: {e}"),
+        )
+    })?;
+    let Err(error) = serde_json::from_value::<ClientJsonRpcMessage>(value.clone()) else {
+        return Ok(());
+    };
+    let id = value
+        .get("id")
+        .filter(|id| id.is_string() || id.is_number())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let method = value.get("method").and_then(Value::as_str);
+    let (code, message) = match method {
+        // A method rmcp knows whose params it cannot read.
+        Some(method) if value.get("jsonrpc") == Some(&json!("2.0")) && !id.is_null() => (
+            INVALID_PARAMS,
+            format!("invalid params for `{method}`: {error}"),
+        ),
+        _ => (
+            INVALID_REQUEST,
+            format!("the message is not a JSON-RPC 2.0 request or notification: {error}"),
+        ),
+    };
+    Err(rpc_error(StatusCode::BAD_REQUEST, id, code, message))
+}
+
+fn rpc_error(status: StatusCode, id: Value, code: i64, message: String) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    (status, Json(body)).into_response()
 }
 
 /// The `/mcp` route, to merge into the main router.
@@ -100,6 +175,23 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route_service(PATH, service)
         .route_layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
+
+/// The requests of MCP's client side, as rmcp would read them with well-formed params.
+const STANDARD_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+];
 
 #[derive(Clone)]
 struct Server {
@@ -294,6 +386,28 @@ impl ServerHandler for Server {
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         tools().into_iter().find(|t| t.name == name)
+    }
+
+    /// rmcp reads a standard request whose params have the wrong shape as a custom one; say
+    /// so (-32602) instead of calling a method everyone knows "not found".
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        let method = request.method;
+        if STANDARD_METHODS.contains(&method.as_str()) {
+            Err(ErrorData::invalid_params(
+                format!("the params of `{method}` do not have the shape MCP defines"),
+                None,
+            ))
+        } else {
+            Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("unknown method `{method}`"),
+                None,
+            ))
+        }
     }
 
     async fn call_tool(
