@@ -403,12 +403,31 @@ impl Visitor for Checker<'_> {
                 bytes: ident.value.len(),
             });
         }
+        if ident.quote_style == Some('"') && !prints_back(&ident.value, '"') {
+            return refuse(GuardError::Clause {
+                clause: "a quoted name holding `\\\"` or two double quotes in a row",
+                hint: "Use a plainer name: without backslashes or runs of double quotes.",
+            });
+        }
         match ident.quote_style {
             None | Some('"') => ControlFlow::Continue(()),
             Some(quote) => refuse(GuardError::QuotedName {
                 name: ident.value.clone(),
                 quote,
             }),
+        }
+    }
+
+    /// Every literal, also those inside typed strings (`DATE '...'`) and LIKE ... ESCAPE.
+    fn pre_visit_value(&mut self, value: &sqlparser::ast::ValueWithSpan) -> Flow {
+        match &value.value {
+            Value::SingleQuotedString(text) if !prints_back(text, '\'') => {
+                refuse(GuardError::Clause {
+                    clause: "a string holding a backslash right before a quote, or two quotes in a row",
+                    hint: "Write the text without that sequence: match it with LIKE and a wildcard, or build it with concat() or chr(39).",
+                })
+            }
+            _ => ControlFlow::Continue(()),
         }
     }
 
@@ -696,6 +715,16 @@ fn check_type(data_type: &DataType) -> Flow {
         });
     }
     ControlFlow::Continue(())
+}
+
+/// Whether sqlparser prints `text` between `quote`s so that PostgreSQL reads `text` back. Its
+/// printer doubles a quote only when it guesses the quote is not already escaped: a quote right
+/// after a backslash, or two quotes in a row, are written as they are, and PostgreSQL (with
+/// `standard_conforming_strings`, which the gateway pins) then reads a different literal, or
+/// ends it early and reads the rest as SQL.
+fn prints_back(text: &str, quote: char) -> bool {
+    let doubled: String = [quote, quote].iter().collect();
+    !text.contains(&format!("\\{quote}")) && !text.contains(&doubled)
 }
 
 fn short(expr: &Expr) -> String {
