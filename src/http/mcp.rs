@@ -91,7 +91,7 @@ async fn authenticate(
             )
         }
     };
-    if let Err(response) = check_message(&bytes) {
+    if let Some(response) = check_message(&bytes) {
         state.metrics.count("mcp", "refused", "invalid_message");
         return response;
     }
@@ -111,20 +111,21 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// `Ok` when rmcp can read the body as one JSON-RPC message; otherwise the JSON-RPC error to
+/// `None` when rmcp can read the body as one JSON-RPC message; otherwise the JSON-RPC error to
 /// answer with (MCP: an HTTP 400 whose body is a JSON-RPC error).
-fn check_message(bytes: &[u8]) -> Result<(), Response> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        rpc_error(
-            StatusCode::BAD_REQUEST,
-            Value::Null,
-            PARSE_ERROR,
-            format!("the message is not JSON: {e}"),
-        )
-    })?;
-    let Err(error) = serde_json::from_value::<ClientJsonRpcMessage>(value.clone()) else {
-        return Ok(());
+fn check_message(bytes: &[u8]) -> Option<Response> {
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(e) => {
+            return Some(rpc_error(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                PARSE_ERROR,
+                format!("the message is not JSON: {e}"),
+            ))
+        }
     };
+    let error = serde_json::from_value::<ClientJsonRpcMessage>(value.clone()).err()?;
     let id = value
         .get("id")
         .filter(|id| id.is_string() || id.is_number())
@@ -142,7 +143,7 @@ fn check_message(bytes: &[u8]) -> Result<(), Response> {
             format!("the message is not a JSON-RPC 2.0 request or notification: {error}"),
         ),
     };
-    Err(rpc_error(StatusCode::BAD_REQUEST, id, code, message))
+    Some(rpc_error(StatusCode::BAD_REQUEST, id, code, message))
 }
 
 fn rpc_error(status: StatusCode, id: Value, code: i64, message: String) -> Response {
