@@ -64,6 +64,16 @@ impl Gateway {
         key: Option<&str>,
         user: Option<&str>,
     ) -> Result<RunningService<RoleClient, ()>, String> {
+        self.try_client_at("/mcp", key, user).await
+    }
+
+    /// A client of `path` (which may carry `?user_id=`), with the key and the user header.
+    async fn try_client_at(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<RunningService<RoleClient, ()>, String> {
         let mut headers = HashMap::new();
         if let Some(user) = user {
             headers.insert(
@@ -72,7 +82,7 @@ impl Gateway {
             );
         }
         let mut config =
-            StreamableHttpClientTransportConfig::with_uri(self.url("/mcp")).custom_headers(headers);
+            StreamableHttpClientTransportConfig::with_uri(self.url(path)).custom_headers(headers);
         if let Some(key) = key {
             config = config.auth_header(key);
         }
@@ -98,8 +108,17 @@ impl Gateway {
 
     /// One raw POST to `/mcp`: what a broken or hostile client could send.
     async fn raw(&self, headers: &[(&str, &str)], body: &str) -> (u16, String, Value) {
+        self.raw_at("/mcp", headers, body).await
+    }
+
+    async fn raw_at(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String, Value) {
         let mut request = reqwest::Client::new()
-            .post(self.url("/mcp"))
+            .post(self.url(path))
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body.to_string());
@@ -499,6 +518,61 @@ async fn credentials_are_checked_on_every_request() {
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
+    );
+    drop(gateway);
+    db.teardown().await;
+}
+
+/// n8n's MCP Client Tool sends fixed credential headers, so the workflow names the user in the
+/// endpoint URL instead (an expression over the chat trigger's metadata, as the n8n example
+/// does). The key is still required, and the URL and the header cannot disagree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_may_be_named_in_the_endpoint_url() {
+    let db = TestDb::new().await;
+    let gateway = start(&db).await;
+    let sql = "SELECT count(*) AS n FROM invoices";
+    let (_, carol_http) = gateway.http_query("carol", sql).await;
+    let (_, bob_http) = gateway.http_query("bob", sql).await;
+    assert_ne!(carol_http["rows"], bob_http["rows"]);
+
+    let carol = gateway
+        .try_client_at("/mcp?user_id=carol", Some(KEY), None)
+        .await
+        .expect("the client connects with ?user_id=");
+    let answer = call(&carol, "query", json!({"sql": sql})).await;
+    assert_eq!(ok(&answer)["rows"], carol_http["rows"]);
+    carol.cancel().await.expect("the client closes");
+
+    // The same name twice is fine; two different names are refused before anything runs.
+    let same = gateway
+        .try_client_at("/mcp?user_id=bob", Some(KEY), Some("bob"))
+        .await
+        .expect("header and URL agree");
+    let answer = call(&same, "query", json!({"sql": sql})).await;
+    assert_eq!(ok(&answer)["rows"], bob_http["rows"]);
+    same.cancel().await.expect("the client closes");
+    let auth = format!("Bearer {KEY}");
+    let (status, _, body) = gateway
+        .raw_at(
+            "/mcp?user_id=bob",
+            &[
+                ("authorization", auth.as_str()),
+                ("x-rowgate-user", "carol"),
+            ],
+            INITIALIZE,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    // The URL does not replace the key.
+    let (status, _, body) = gateway.raw_at("/mcp?user_id=bob", &[], INITIALIZE).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
     );
     drop(gateway);
     db.teardown().await;

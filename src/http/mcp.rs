@@ -4,16 +4,17 @@
 //! Three tools, `query`, `dry_run` and `describe_schema`, run the very code of `/v1/query` and
 //! `/v1/schema` (`query::answer`, `schema::describe`), so limits, refusals and audit are the
 //! same. Who the caller is comes from each HTTP request's credentials, checked by
-//! [`authenticate`] before rmcp sees the message: the API key and the `X-Rowgate-User` header,
-//! or a verified token. A tool argument can never name the caller: tools refuse arguments they
+//! [`authenticate`] before rmcp sees the message: the API key and the `X-Rowgate-User` header
+//! (or `?user_id=` on the endpoint URL), or a verified token. A tool argument can never name the caller: tools refuse arguments they
 //! do not declare, `user_id` included. A refusal is a tool result with `isError` carrying the
 //! API's `{"error": {"code", "message", "hint"}}`; an unknown tool is a JSON-RPC error.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -40,9 +41,12 @@ pub const PATH: &str = "/mcp";
 struct Caller(String);
 
 /// The caller's id from the request's credentials alone. The one place `/mcp` decides who is
-/// calling; it asks the same function as every other endpoint.
-pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    let claimed = match headers.get(USER_HEADER) {
+/// calling; it asks the same function as every other endpoint. The application names the user
+/// in the `X-Rowgate-User` header or, for clients whose headers are fixed per credential (n8n's
+/// MCP Client Tool), in the endpoint URL's `?user_id=`; both are set by the application, never
+/// by the model. With a verified token, either one is optional and must match the token.
+pub fn caller(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
+    let from_header = match headers.get(USER_HEADER) {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {
             ApiError::invalid(
@@ -50,6 +54,22 @@ pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError>
                 format!("Send the chat user's id as plain text in {USER_HEADER}."),
             )
         })?),
+    };
+    let params = Query::<HashMap<String, String>>::try_from_uri(uri).map_err(|e| {
+        ApiError::invalid(
+            format!("the query string of /mcp cannot be read: {e}"),
+            "Use /mcp or /mcp?user_id=<id>.",
+        )
+    })?;
+    let from_query = params.0.get("user_id").map(String::as_str);
+    let claimed = match (from_header, from_query) {
+        (Some(header), Some(query)) if header != query => return Err(ApiError::invalid(
+            format!("{USER_HEADER} (`{header}`) and ?user_id= (`{query}`) name different users"),
+            format!(
+                "Name the user once: the {USER_HEADER} header or ?user_id= on the endpoint URL."
+            ),
+        )),
+        (header, query) => header.or(query),
     };
     state
         .identity
@@ -66,7 +86,7 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match caller(&state, request.headers()) {
+    match caller(&state, request.headers(), request.uri()) {
         Ok(user) => {
             request.extensions_mut().insert(Caller(user));
         }
