@@ -13,6 +13,7 @@ pub mod check;
 pub mod demo;
 pub mod encode;
 pub mod execute;
+pub mod fuzzcheck;
 pub mod guard;
 pub mod http;
 pub mod identity;

@@ -1,0 +1,1 @@
+SELECT T2.CustomerID, SUM(T1.Amount) FROM transactions_1k AS T1 INNER JOIN yearmonth AS T2 ON T1.CustomerID = T2.CustomerID GROUP BY T2.CustomerID

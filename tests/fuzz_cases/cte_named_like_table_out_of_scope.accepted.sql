@@ -1,0 +1,1 @@
+SELECT * FROM (WITH invoices AS (SELECT 1 AS id) SELECT * FROM invoices) s, invoices

@@ -1,0 +1,1 @@
+SELECT count(*) FILTER (WHERE current_setting('x') = '1') FROM invoices

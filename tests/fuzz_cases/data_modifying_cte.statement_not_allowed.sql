@@ -1,0 +1,1 @@
+WITH d AS (DELETE FROM invoices RETURNING *) SELECT * FROM d

@@ -1,0 +1,1 @@
+SELECT row_number() OVER (ORDER BY pg_sleep(1)) FROM invoices

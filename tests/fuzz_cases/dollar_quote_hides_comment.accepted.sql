@@ -1,0 +1,1 @@
+SELECT $$ -- $$, $q$ /* $q$ FROM invoices WHERE id = 1

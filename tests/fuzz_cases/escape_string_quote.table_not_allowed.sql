@@ -1,0 +1,1 @@
+SELECT E'\\'' FROM invoices -- ' FROM permissions

@@ -1,0 +1,1 @@
+WITH blocKs AS (SELECT 1 AS id) SELECT * FROM blocks

@@ -1,0 +1,1 @@
+SELECT * FROM invoices i CROSS JOIN LATERAL generate_series(1, i.id) g WHERE g > 1

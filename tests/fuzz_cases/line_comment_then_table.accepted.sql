@@ -1,0 +1,2 @@
+SELECT amount --
+FROM invoices -- FROM permissions

@@ -1,0 +1,1 @@
+SELECT /* /* */ * FROM permissions */ amount FROM invoices

@@ -1,0 +1,1 @@
+WITH "invoices" AS (SELECT * FROM invoices WHERE amount > 0) SELECT * FROM "invoices" JOIN invoices i ON true

@@ -1,0 +1,1 @@
+SELECT 'permissions'::regclass FROM invoices

@@ -1,0 +1,1 @@
+SELECT id FROM invoices ORDER BY (SELECT set_config('rowgate.user_id', 'alice', true))
