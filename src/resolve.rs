@@ -39,6 +39,12 @@ pub enum ResolveError {
         table: String,
         available: String,
     },
+    #[error("`{item}.{column}`: `{column}` is not a known column of the function `{item}` (PostgreSQL would call a function `{column}` on it)")]
+    FunctionColumn {
+        column: String,
+        item: String,
+        available: String,
+    },
     #[error("{what} is not supported")]
     Unsupported { what: String },
 }
@@ -47,7 +53,9 @@ impl Refusal for ResolveError {
     fn code(&self) -> ErrorCode {
         match self {
             ResolveError::TableNotAllowed { .. } => ErrorCode::TableNotAllowed,
-            ResolveError::ColumnNotAllowed { .. } => ErrorCode::ColumnNotAllowed,
+            ResolveError::ColumnNotAllowed { .. } | ResolveError::FunctionColumn { .. } => {
+                ErrorCode::ColumnNotAllowed
+            }
             ResolveError::Unsupported { .. } => ErrorCode::StatementNotAllowed,
         }
     }
@@ -63,6 +71,12 @@ impl Refusal for ResolveError {
             ResolveError::ColumnNotAllowed { table, available, .. } => {
                 format!("Use only these columns of {table}: {available}.")
             }
+            ResolveError::FunctionColumn { item, available, .. } if available.is_empty() => format!(
+                "Name the function's columns and use those: FROM f(...) AS {item}(col1, col2), then {item}.col1."
+            ),
+            ResolveError::FunctionColumn { item, available, .. } => format!(
+                "Use the columns of {item} ({available}), or name them: FROM f(...) AS {item}(col1, ...)."
+            ),
             ResolveError::Unsupported { .. } => {
                 "Rewrite the query with plain FROM items: tables, subqueries, or allowed set-returning functions.".into()
             }
@@ -122,8 +136,62 @@ enum BindingKind {
         table: String,
         qualified: Option<(String, String)>,
     },
-    /// An agent CTE, a subquery or a function: its columns are the agent's own business.
+    /// A function in FROM, with the names `alias.name` may use. PostgreSQL reads `alias.f`,
+    /// when the function returns a scalar and has no column `f`, as the call `f(alias)`: any
+    /// one-argument function, past the allowlist. So only the function's known columns pass.
+    Function { columns: Vec<String> },
+    /// An agent CTE or a subquery: its columns are the agent's own business. (`x.f` there is a
+    /// call `f(x)` only for functions of a whole record, which read nothing else.)
     Other,
+}
+
+/// The output columns of the allowlisted set-returning functions that name their columns
+/// themselves; the others return one column named after the FROM item.
+fn function_columns(function: &str) -> Option<&'static [&'static str]> {
+    match function {
+        "json_each" | "jsonb_each" | "json_each_text" | "jsonb_each_text" => {
+            Some(&["key", "value"])
+        }
+        "json_array_elements"
+        | "jsonb_array_elements"
+        | "json_array_elements_text"
+        | "jsonb_array_elements_text" => Some(&["value"]),
+        "generate_series"
+        | "generate_subscripts"
+        | "unnest"
+        | "regexp_split_to_table"
+        | "regexp_matches"
+        | "json_object_keys"
+        | "jsonb_object_keys"
+        | "jsonb_path_query" => Some(&[]),
+        _ => None,
+    }
+}
+
+/// The names `alias.name` may use for a FROM function: the column list when one is written;
+/// otherwise the known columns of the function (and `ordinality`); nothing for a function whose
+/// columns rowgate does not know.
+fn function_binding(
+    function: Option<&str>,
+    name: &str,
+    alias: Option<&sqlparser::ast::TableAlias>,
+    with_ordinality: bool,
+) -> BindingKind {
+    let listed: Vec<String> = alias
+        .map(|a| a.columns.iter().map(|c| fold(&c.name)).collect())
+        .unwrap_or_default();
+    if !listed.is_empty() {
+        return BindingKind::Function { columns: listed };
+    }
+    let mut columns: Vec<String> = match function.and_then(function_columns) {
+        Some([]) => vec![name.to_string()],
+        Some(named) => named.iter().map(|c| c.to_string()).collect(),
+        None => Vec::new(),
+    };
+    if with_ordinality {
+        columns.push("ordinality".to_string());
+    }
+    BindingKind::Function { columns }
 }
 
 struct QueryFrame {
@@ -212,10 +280,42 @@ impl Resolver<'_> {
                 }
                 return self.bind_from(table_with_joins, bindings);
             }
-            TableFactor::Table { alias, .. }
-            | TableFactor::Derived { alias, .. }
-            | TableFactor::Function { alias, .. }
-            | TableFactor::UNNEST { alias, .. } => (
+            TableFactor::Table {
+                name,
+                alias,
+                with_ordinality,
+                ..
+            }
+            | TableFactor::Function {
+                name,
+                alias,
+                with_ordinality,
+                ..
+            } => {
+                let function = fold_name(name)
+                    .filter(|p| p.len() == 1 || p.first().is_some_and(|s| s == "pg_catalog"));
+                let function = function.as_ref().and_then(|p| p.last()).map(String::as_str);
+                let own = fold_name(name)
+                    .and_then(|p| p.last().cloned())
+                    .unwrap_or_default();
+                let bound = alias.as_ref().map(|a| fold(&a.name)).unwrap_or(own);
+                let kind = function_binding(function, &bound, alias.as_ref(), *with_ordinality);
+                (bound, kind)
+            }
+            TableFactor::UNNEST {
+                alias,
+                with_ordinality,
+                ..
+            } => {
+                let bound = alias
+                    .as_ref()
+                    .map(|a| fold(&a.name))
+                    .unwrap_or_else(|| "unnest".into());
+                let kind =
+                    function_binding(Some("unnest"), &bound, alias.as_ref(), *with_ordinality);
+                (bound, kind)
+            }
+            TableFactor::Derived { alias, .. } => (
                 alias.as_ref().map(|a| fold(&a.name)).unwrap_or_default(),
                 BindingKind::Other,
             ),
@@ -345,6 +445,15 @@ impl Resolver<'_> {
         let Some(binding) = self.binding(qualifier) else {
             return ControlFlow::Continue(());
         };
+        if let (BindingKind::Function { columns }, Some(column)) = (&binding.kind, column) {
+            if !columns.contains(column) {
+                return ControlFlow::Break(ResolveError::FunctionColumn {
+                    column: column.clone(),
+                    item: binding.name.clone(),
+                    available: columns.join(", "),
+                });
+            }
+        }
         if let BindingKind::Policy { table, .. } = &binding.kind {
             if let Some(column) = column {
                 self.check_column(table, column)?;

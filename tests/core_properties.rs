@@ -439,6 +439,9 @@ impl Printer {
             From::Series { alias } => {
                 self.sql.push_str("generate_series(1, 3) AS ");
                 self.sql.push_str(alias);
+                // Named, so that `alias.id` is a column (without it PostgreSQL would look for a
+                // function `id`, which resolve now refuses).
+                self.sql.push_str(" (id)");
             }
             From::Values { alias } => {
                 self.sql.push_str("(VALUES (1), (2)) AS ");
