@@ -48,6 +48,12 @@ const SET_CALLER: &str = "SELECT pg_catalog.set_config('rowgate.caller', $1, tru
 /// The "no valid caller" SQLSTATE that `rowgate.caller_id()` raises.
 const NO_CALLER: &str = "28000";
 
+/// Builds one attack statement around a value.
+type Setter = fn(&str) -> String;
+
+/// Builds the query with set_config in one position around a value.
+type Position = Box<dyn Fn(&str) -> String>;
+
 /// Per view: the number of rows and an md5 of their text, sorted.
 type Fingerprint = BTreeMap<String, (i64, String)>;
 
@@ -315,7 +321,7 @@ async fn statements_in_the_transaction_cannot_change_the_caller() {
     let anne_signed = db.key.sign("anne");
 
     // Control: each way of setting it does take effect when the value is genuine.
-    let setters: [(&str, fn(&str) -> String); 4] = [
+    let setters: [(&str, Setter); 4] = [
         ("set_config local", |v| {
             format!("SELECT set_config('rowgate.caller', {}, true)", lit(v))
         }),
@@ -438,7 +444,7 @@ async fn set_config_hidden_in_the_query_cannot_change_the_caller() {
     let (bob, anne) = bob_and_anne(&db).await;
     let exec = executor(&db);
     let views = views_sql();
-    let positions: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![
+    let positions: Vec<(&str, Position)> = vec![
         (
             "a WHERE clause (a one-time filter, evaluated before the scan)",
             Box::new(move |v: &str| {
