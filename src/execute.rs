@@ -22,6 +22,7 @@ use tokio_postgres::NoTls;
 
 use crate::caller::IdentityKey;
 use crate::refusal::{ErrorCode, Refusal};
+use crate::reload::{version_from_comment, OutOfStep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
@@ -33,6 +34,8 @@ pub enum ExecuteError {
     Timeout(Duration),
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    #[error(transparent)]
+    OutOfStep(#[from] OutOfStep),
 }
 
 impl Refusal for ExecuteError {
@@ -42,6 +45,7 @@ impl Refusal for ExecuteError {
             ExecuteError::QueryFailed { .. } => ErrorCode::QueryFailed,
             ExecuteError::Timeout(_) => ErrorCode::QueryTimeout,
             ExecuteError::Unavailable(_) => ErrorCode::DatabaseUnavailable,
+            ExecuteError::OutOfStep(e) => e.code(),
         }
     }
 
@@ -59,6 +63,7 @@ impl Refusal for ExecuteError {
             ExecuteError::Unavailable(_) => {
                 "Try again later; the gateway reconnects by itself when the database is back.".into()
             }
+            ExecuteError::OutOfStep(e) => e.hint(),
         }
     }
 }
@@ -161,18 +166,23 @@ impl Executor {
         &self.pool
     }
 
-    /// Runs `sql` (already rewritten) for `user_id`, returning at most `max_rows` rows.
+    /// Runs `sql` (already rewritten under the policy of version `policy_version`) for
+    /// `user_id`, returning at most `max_rows` rows.
     pub async fn run(
         &self,
         user_id: &str,
+        policy_version: &str,
         sql: &str,
         max_rows: usize,
     ) -> Result<Output, ExecuteError> {
         // A hard stop a little after the server's own timeout, in case the server never answers.
         let limit = self.config.statement_timeout + Duration::from_secs(2);
         let lease = Lease::new(self.pool.get().await.map_err(pool_error)?);
-        let result =
-            tokio::time::timeout(limit, self.run_on(lease.client()?, user_id, sql, max_rows)).await;
+        let result = tokio::time::timeout(
+            limit,
+            self.run_on(lease.client()?, user_id, policy_version, sql, max_rows),
+        )
+        .await;
         match result {
             // A broken connection must not go back to the pool (the lease closes it).
             Ok(Err(error @ ExecuteError::Unavailable(_))) => Err(error),
@@ -187,23 +197,24 @@ impl Executor {
 
     /// Two round trips. The first carries, pipelined: the fence, the signed caller (as a bind
     /// parameter, so it never appears in `pg_stat_activity`, where other sessions of the
-    /// serving role could copy it), the caller check, and the statement's preparation. The
-    /// second runs it and reads `max_rows + 1` rows at most.
+    /// serving role could copy it), the caller and version checks, and the statement's
+    /// preparation. The second runs it and reads `max_rows + 1` rows at most.
     async fn run_on(
         &self,
         client: &deadpool_postgres::Object,
         user_id: &str,
+        policy_version: &str,
         sql: &str,
         max_rows: usize,
     ) -> Result<Output, ExecuteError> {
         let timeout = self.config.statement_timeout;
         let err = |e| classify(e, timeout);
         let signed = self.key.sign(user_id);
-        let identity_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
-            [(&signed, Type::TEXT)];
+        let enter = prepare_enter(client).await.map_err(err)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&signed];
         let (fence, identity, statement) = tokio::join!(
             client.batch_execute(BEGIN),
-            client.query_typed(ENTER, &identity_params),
+            client.query(&enter, &params),
             // Cached per connection: a repeated query skips parsing and planning. The plan does
             // not depend on the caller (the views read the id at execution time).
             client.prepare_cached(sql),
@@ -213,10 +224,7 @@ impl Executor {
             client.statement_cache.clear();
         }
         fence.map_err(err)?;
-        let identity = identity.map_err(err)?;
-        if !identity.first().is_some_and(|row| row.get::<_, bool>(1)) {
-            return Err(ExecuteError::UnknownUser);
-        }
+        entered(&identity.map_err(err)?, policy_version)?;
         let statement = statement.map_err(err)?;
         let stream = client
             .query_raw(&statement, std::iter::empty::<&str>())
@@ -241,17 +249,21 @@ impl Executor {
     }
 
     /// For a dry run: whether the caller exists, and its attribute values as the views see them.
-    pub async fn attributes(&self, user_id: &str) -> Result<serde_json::Value, ExecuteError> {
+    pub async fn attributes(
+        &self,
+        user_id: &str,
+        policy_version: &str,
+    ) -> Result<serde_json::Value, ExecuteError> {
         let timeout = self.config.statement_timeout;
         let err = |e| classify(e, timeout);
         let lease = Lease::new(self.pool.get().await.map_err(pool_error)?);
         let client = lease.client()?;
         let signed = self.key.sign(user_id);
-        let identity_params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
-            [(&signed, Type::TEXT)];
+        let enter = prepare_enter(client).await.map_err(err)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&signed];
         let (fence, identity, answer) = tokio::join!(
             client.batch_execute(BEGIN),
-            client.query_typed(ENTER, &identity_params),
+            client.query(&enter, &params),
             client.query_typed("SELECT rowgate.caller_attributes()::text", &[]),
         );
         let checked = fence.and_then(|()| Ok((identity?, answer?))).map_err(err);
@@ -259,9 +271,7 @@ impl Executor {
             lease.roll_back();
         }
         let (identity, answer) = checked?;
-        if !identity.first().is_some_and(|row| row.get::<_, bool>(1)) {
-            return Err(ExecuteError::UnknownUser);
-        }
+        entered(&identity, policy_version)?;
         let attributes: Option<String> = answer.first().and_then(|row| row.get(0));
         Ok(attributes
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -287,8 +297,43 @@ const BEGIN: &str = "BEGIN TRANSACTION READ ONLY";
 /// Sets the signed caller for the transaction and checks it, in one statement. The target list
 /// is evaluated in order, so `caller_exists()` sees the caller just set; were it ever evaluated
 /// first, `caller_id()` would raise (no caller yet) and the request fail: closed, not open.
-const ENTER: &str =
-    "SELECT pg_catalog.set_config('rowgate.caller', $1, true), rowgate.caller_exists()";
+/// The third column is the policy version `rowgate install` stamped on schema `rowgate`, read
+/// in the request's own snapshot: a query never runs against views of another policy than the
+/// one it was rewritten under, not even in the seconds before the reload poll notices.
+/// (`obj_description()` would say the same, but is a SQL function planned on every call.)
+const ENTER: &str = "SELECT pg_catalog.set_config('rowgate.caller', $1, true), \
+     rowgate.caller_exists(), \
+     (SELECT d.description FROM pg_catalog.pg_description AS d \
+      WHERE d.objoid = 'rowgate'::pg_catalog.regnamespace \
+        AND d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objsubid = 0)";
+
+/// [`ENTER`], prepared once per connection (a round trip then, none after). Prepared before
+/// the request's messages are sent, so that the server runs them in the order they are sent:
+/// BEGIN, ENTER, then the query's preparation, whose failure must not pre-empt the caller check.
+async fn prepare_enter(
+    client: &deadpool_postgres::Object,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    client.prepare_typed_cached(ENTER, &[Type::TEXT]).await
+}
+
+/// What [`ENTER`] answered: the installed policy must be the request's, and the caller known.
+fn entered(rows: &[tokio_postgres::Row], policy_version: &str) -> Result<(), ExecuteError> {
+    let Some(row) = rows.first() else {
+        return Err(ExecuteError::UnknownUser);
+    };
+    let installed = version_from_comment(row.get::<_, Option<&str>>(2));
+    if installed.as_deref() != Some(policy_version) {
+        return Err(OutOfStep {
+            loaded: policy_version.to_string(),
+            installed,
+        }
+        .into());
+    }
+    if !row.get::<_, bool>(1) {
+        return Err(ExecuteError::UnknownUser);
+    }
+    Ok(())
+}
 
 /// The connection's configuration with rowgate's settings appended to any startup options the
 /// operator gave (later `-c` wins). `standard_conforming_strings` because the printed SQL

@@ -165,6 +165,15 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND has_table_privilege(c.oid, 'SELECT')
 ORDER BY 1 LIMIT 5";
 
+/// Schemas the role may create objects in (directly or through PUBLIC). Temporary schemas are
+/// left out: every transaction the gateway runs is READ ONLY, which forbids creating even
+/// temporary objects, and `pg_temp` comes last in every path rowgate pins.
+const CREATABLE: &str = "
+SELECT n.nspname::text FROM pg_namespace n
+WHERE has_schema_privilege(n.oid, 'CREATE')
+  AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
+ORDER BY 1";
+
 /// Refuses a serving role that could read around the permission views (also run on reload,
 /// for the new policy's relations).
 pub(crate) async fn check_role(
@@ -202,6 +211,20 @@ pub(crate) async fn check_role(
         return Err(unsafe_role(
             &format!("it can read tables directly ({})", readable.join(", ")),
             format!("Run REVOKE SELECT ON those tables FROM \"{role}\" (and from PUBLIC), or re-run `rowgate install`."),
+        ));
+    }
+    let creatable: Vec<String> = client
+        .query(CREATABLE, &[])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !creatable.is_empty() {
+        let schemas = creatable.join(", ");
+        return Err(unsafe_role(
+            &format!("it can create objects in schema {schemas}, where a function or table could shadow a name the identity functions resolve"),
+            format!("Run REVOKE CREATE ON SCHEMA {schemas} FROM PUBLIC, \"{role}\"."),
         ));
     }
     // The policy's own sources, named explicitly in case they live in an excluded schema.

@@ -223,7 +223,7 @@ async fn check_query(db: &CorpusDb, executor: &Executor, rls: &Pool, sql: &str) 
     let mut same_errors = 0;
     for caller in CALLERS {
         let theirs = run_rls(rls, caller, &run_sql, &compare).await;
-        let ours = executor.run(caller, &rewritten, 1_000_000).await;
+        let ours = executor.run(caller, &db.policy.version, &rewritten, 1_000_000).await;
         let (ours, theirs) = match (ours, theirs) {
             (Ok(output), Ok(theirs)) => (encode(&output.statement, &output.rows, &compare), theirs),
             // The same error for the same caller (a division by a sum that is zero over the
@@ -341,7 +341,7 @@ async fn check_database(name: &str, queries: &[&Query], report: &mut Report) {
             .sql;
         for caller in CALLERS {
             let output = executor
-                .run(caller, &rewritten, 10)
+                .run(caller, &db.policy.version, &rewritten, 10)
                 .await
                 .expect("count runs");
             let seen: i64 = output.rows[0].get(0);

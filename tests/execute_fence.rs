@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rowgate::execute::{ExecuteConfig, Executor};
+use rowgate::execute::{ExecuteConfig, ExecuteError, Executor};
 
 fn one_connection(timeout: Duration) -> ExecuteConfig {
     ExecuteConfig {
@@ -25,7 +25,7 @@ const SETTINGS: &str = "SELECT pg_backend_pid()::text, current_setting('statemen
 
 async fn settings(executor: &Executor) -> Vec<String> {
     let output = executor
-        .run("bob", SETTINGS, 10)
+        .run("bob", &policy().version, SETTINGS, 10)
         .await
         .expect("the settings query runs");
     let row = &output.rows[0];
@@ -54,7 +54,7 @@ async fn session_settings_changed_inside_a_request_do_not_outlive_it() {
          set_config('work_mem', '64kB', false), \
          set_config('rowgate.caller', 'someone', false), current_setting('work_mem')";
     let output = executor
-        .run("bob", attack, 10)
+        .run("bob", &policy().version, attack, 10)
         .await
         .expect("the attack itself runs");
     // The change took effect inside the request (so the check below is not vacuous).
@@ -64,7 +64,12 @@ async fn session_settings_changed_inside_a_request_do_not_outlive_it() {
     assert_eq!(after, before);
     // And the next caller is who the gateway says, not what the attack left behind.
     let visible = executor
-        .run("anne", "SELECT count(*) FROM rowgate.invoices", 10)
+        .run(
+            "anne",
+            &policy().version,
+            "SELECT count(*) FROM rowgate.invoices",
+            10,
+        )
         .await
         .expect("anne's count runs");
     let expected = db
@@ -103,7 +108,7 @@ async fn a_request_abandoned_mid_query_closes_its_connection() {
     // The HTTP client went away: axum drops the handler's future mid-query.
     let abandoned = tokio::time::timeout(
         Duration::from_millis(300),
-        executor.run("anne", "SELECT pg_sleep(3)", 10),
+        executor.run("anne", &policy().version, "SELECT pg_sleep(3)", 10),
     )
     .await;
     assert!(abandoned.is_err(), "the sleep should still be running");
@@ -112,12 +117,67 @@ async fn a_request_abandoned_mid_query_closes_its_connection() {
     let next = settings(&executor).await;
     assert_ne!(next[0], first[0], "the abandoned connection was reused");
     let bob = executor
-        .run("bob", "SELECT count(*) FROM rowgate.invoices", 10)
+        .run(
+            "bob",
+            &policy().version,
+            "SELECT count(*) FROM rowgate.invoices",
+            10,
+        )
         .await
         .expect("bob's count runs");
     let expected = db
         .admin_i64("SELECT count(*) FROM invoices WHERE department IN ('HR', 'Operations')")
         .await;
     assert_eq!(bob.rows[0].get::<_, i64>(0), expected);
+    db.teardown().await;
+}
+
+/// The installed policy version is read in the request's own transaction: a query rewritten
+/// under one policy never runs against views installed for another, not even in the seconds
+/// before the gateway's reload poll would notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_never_runs_against_views_of_another_policy() {
+    let db = TestDb::new().await;
+    let executor = Executor::new(
+        db.agent_config(),
+        db.key.clone(),
+        one_connection(Duration::from_secs(5)),
+    )
+    .expect("the pool builds");
+    let version = policy().version;
+    let count = "SELECT count(*) FROM rowgate.invoices";
+    executor
+        .run("bob", &version, count, 10)
+        .await
+        .expect("runs under the installed policy");
+    fn out_of_step<T>(result: Result<T, ExecuteError>, installed: Option<&str>) {
+        match result {
+            Err(ExecuteError::OutOfStep(e)) => assert_eq!(e.installed.as_deref(), installed),
+            Err(other) => panic!("expected out of step, got {other}"),
+            Ok(_) => panic!("expected out of step, got an answer"),
+        }
+    }
+    out_of_step(
+        executor.run("bob", "0123456789abcdef", count, 10).await,
+        Some(version.as_str()),
+    );
+    out_of_step(
+        executor.attributes("bob", "0123456789abcdef").await,
+        Some(version.as_str()),
+    );
+    // Another install lands (here: its stamp), and the very next request sees it.
+    db.admin
+        .batch_execute("COMMENT ON SCHEMA rowgate IS 'rowgate policy fedcba9876543210'")
+        .await
+        .unwrap();
+    out_of_step(
+        executor.run("bob", &version, count, 10).await,
+        Some("fedcba9876543210"),
+    );
+    db.admin
+        .batch_execute("COMMENT ON SCHEMA rowgate IS NULL")
+        .await
+        .unwrap();
+    out_of_step(executor.run("bob", &version, count, 10).await, None);
     db.teardown().await;
 }

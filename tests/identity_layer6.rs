@@ -269,7 +269,7 @@ fn executor(db: &TestDb) -> Executor {
 
 /// Runs one statement for bob through the gateway's executor (the real fence).
 async fn run_as_bob(exec: &Executor, sql: &str) -> Result<Fingerprint, String> {
-    match exec.run("bob", sql, 1000).await {
+    match exec.run("bob", &policy().version, sql, 1000).await {
         Ok(output) => Ok(to_fingerprint(&output.rows)),
         Err(ExecuteError::QueryFailed { message, sqlstate }) => {
             Err(format!("{sqlstate} {message}"))

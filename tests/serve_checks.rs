@@ -44,6 +44,38 @@ async fn refuses_a_role_that_can_read_a_base_table() {
     db.teardown().await;
 }
 
+/// A role that can create objects in a schema could plant a function or table that a
+/// SECURITY DEFINER identity function resolves by name at run time (PL/pgSQL binds late); it
+/// is PostgreSQL's default for `public` before version 15. Through PUBLIC or directly.
+#[tokio::test]
+async fn refuses_a_role_that_can_create_in_a_schema() {
+    let db = TestDb::new().await;
+    for grantee in ["PUBLIC".to_string(), format!("\"{}\"", db.role)] {
+        db.admin
+            .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {grantee}"))
+            .await
+            .unwrap();
+        let error = prepare(&db.serve_config())
+            .await
+            .err()
+            .expect("must be refused");
+        let message = error.to_string();
+        assert!(
+            message.contains("create objects in schema public")
+                && message.contains("REVOKE CREATE"),
+            "{message}"
+        );
+        db.admin
+            .batch_execute(&format!("REVOKE CREATE ON SCHEMA public FROM {grantee}"))
+            .await
+            .unwrap();
+    }
+    prepare(&db.serve_config())
+        .await
+        .expect("serves once revoked");
+    db.teardown().await;
+}
+
 #[tokio::test]
 async fn refuses_a_bypassrls_role() {
     let db = TestDb::new().await;

@@ -303,7 +303,7 @@ async fn run(
     allow(state, log, endpoint).await?;
 
     if request.dry_run {
-        let attributes = state.executor.attributes(user_id).await?;
+        let attributes = state.executor.attributes(user_id, &policy.version).await?;
         let tables = rewritten
             .plan
             .ctes
@@ -330,7 +330,7 @@ async fn run(
     let stage = std::time::Instant::now();
     let output = state
         .executor
-        .run(user_id, &rewritten.sql, max_rows)
+        .run(user_id, &policy.version, &rewritten.sql, max_rows)
         .await?;
     state
         .metrics

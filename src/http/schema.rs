@@ -99,7 +99,10 @@ pub(crate) async fn describe(state: &AppState, user_id: &str) -> Result<Describe
     // A catalog read from other views than the policy's would describe the wrong tables.
     snapshot.check()?;
     // Only known callers learn the schema; this also proves the database is reachable.
-    state.executor.attributes(user_id).await?;
+    state
+        .executor
+        .attributes(user_id, snapshot.loaded())
+        .await?;
     let tables: Vec<_> = snapshot.catalog.tables.values().collect();
     Ok(Described {
         json: serde_json::to_value(SchemaAnswer {
