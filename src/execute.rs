@@ -16,6 +16,10 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use std::future::Future;
+use std::task::Poll;
+
+use futures_util::future::maybe_done;
 use futures_util::TryStreamExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
@@ -186,19 +190,34 @@ impl Executor {
         match result {
             // A broken connection must not go back to the pool (the lease closes it).
             Ok(Err(error @ ExecuteError::Unavailable(_))) => Err(error),
-            Ok(output) => {
+            Ok(Ok((output, Ended::RolledBack))) => {
+                lease.release();
+                Ok(output)
+            }
+            Ok(Ok((output, Ended::Open))) => {
                 lease.roll_back();
-                output
+                Ok(output)
+            }
+            Ok(Err(error)) => {
+                lease.roll_back();
+                Err(error)
             }
             // The connection is mid-query: never hand it to another request.
             Err(_) => Err(ExecuteError::Timeout(self.config.statement_timeout)),
         }
     }
 
-    /// Two round trips. The first carries, pipelined: the fence, the signed caller (as a bind
+    /// One round trip for a statement this connection has prepared before, two otherwise (the
+    /// preparation first: cached per connection, so a repeated query skips parsing and
+    /// planning; the plan does not depend on the caller, as the views read the id at execution
+    /// time). The round trip carries, pipelined: the fence, the signed caller (as a bind
     /// parameter, so it never appears in `pg_stat_activity`, where other sessions of the
-    /// serving role could copy it), the caller and version checks, and the statement's
-    /// preparation. The second runs it and reads `max_rows + 1` rows at most.
+    /// serving role could copy it) with the caller and version checks, and the query itself.
+    ///
+    /// The query is sent before the checks are answered, so for an unknown caller or a stale
+    /// policy it may run; its rows are then never read, and the transaction is rolled back.
+    /// When the caller check raises (no valid caller), the transaction is aborted and the query
+    /// does not run at all.
     async fn run_on(
         &self,
         client: &deadpool_postgres::Object,
@@ -206,30 +225,43 @@ impl Executor {
         policy_version: &str,
         sql: &str,
         max_rows: usize,
-    ) -> Result<Output, ExecuteError> {
+    ) -> Result<(Output, Ended), ExecuteError> {
         let timeout = self.config.statement_timeout;
         let err = |e| classify(e, timeout);
         let signed = self.key.sign(user_id);
         let enter = prepare_enter(client).await.map_err(err)?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&signed];
-        let (fence, identity, statement) = tokio::join!(
-            client.batch_execute(BEGIN),
-            client.query(&enter, &params),
-            // Cached per connection: a repeated query skips parsing and planning. The plan does
-            // not depend on the caller (the views read the id at execution time).
-            client.prepare_cached(sql),
-        );
+        let prepared = client.prepare_cached(sql).await;
         if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
             // Agents write endless variations; keep the server-side statements bounded.
             client.statement_cache.clear();
         }
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&signed];
+        let statement = match prepared {
+            Ok(statement) => statement,
+            Err(error) => {
+                // Caller problems come first, as for any other query.
+                let (fence, identity) =
+                    tokio::join!(client.batch_execute(BEGIN), client.query(&enter, &params));
+                fence.map_err(err)?;
+                entered(&identity.map_err(err)?, policy_version)?;
+                return Err(err(error));
+            }
+        };
+        let mut rollback = std::pin::pin!(maybe_done(client.batch_execute("ROLLBACK")));
+        let (fence, identity, stream, ()) = tokio::join!(
+            client.batch_execute(BEGIN),
+            client.query(&enter, &params),
+            client.query_raw(&statement, std::iter::empty::<&str>()),
+            // Polled once, to queue it behind the query in the same write: the transaction ends
+            // as soon as the query has run, without a round trip of its own.
+            std::future::poll_fn(|cx| {
+                let _ = rollback.as_mut().poll(cx);
+                Poll::Ready(())
+            }),
+        );
         fence.map_err(err)?;
         entered(&identity.map_err(err)?, policy_version)?;
-        let statement = statement.map_err(err)?;
-        let stream = client
-            .query_raw(&statement, std::iter::empty::<&str>())
-            .await
-            .map_err(err)?;
+        let stream = stream.map_err(err)?;
         let mut stream = std::pin::pin!(stream);
         let mut rows = Vec::new();
         let mut truncated = false;
@@ -241,11 +273,23 @@ impl Executor {
             }
             rows.push(row);
         }
-        Ok(Output {
+        // After a truncated read the server is still sending rows, and the rollback's answer
+        // comes only after them: leave it to the lease, off the request's path.
+        let ended = if truncated {
+            Ended::Open
+        } else {
+            rollback.as_mut().await;
+            match rollback.as_mut().take_output() {
+                Some(Ok(())) => Ended::RolledBack,
+                _ => Ended::Open,
+            }
+        };
+        let output = Output {
             statement,
             rows,
             truncated,
-        })
+        };
+        Ok((output, ended))
     }
 
     /// For a dry run: whether the caller exists, and its attribute values as the views see them.
@@ -354,6 +398,12 @@ fn pinned(mut pg: tokio_postgres::Config, timeout: Duration) -> tokio_postgres::
     pg
 }
 
+/// Whether a request's transaction is known to be over.
+enum Ended {
+    RolledBack,
+    Open,
+}
+
 /// A pooled connection lent to one request. Unless the request hands it back through
 /// [`Lease::roll_back`], dropping the lease closes the connection: a request cancelled by its
 /// client, timed out or broken leaves a transaction (or a running query) behind, which must
@@ -375,6 +425,11 @@ impl Lease {
         self.object
             .as_ref()
             .ok_or_else(|| ExecuteError::Unavailable("the connection was already returned".into()))
+    }
+
+    /// Hands the connection back to the pool: its transaction is known to be over.
+    fn release(mut self) {
+        drop(self.object.take());
     }
 
     /// Rolls back off the request's path: the answer does not wait for it, and the connection

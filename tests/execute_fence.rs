@@ -62,6 +62,16 @@ async fn session_settings_changed_inside_a_request_do_not_outlive_it() {
     let after = settings(&executor).await;
     // Same connection (same backend), every setting as before.
     assert_eq!(after, before);
+    // Back in the pool, the connection is outside any transaction.
+    let state = db
+        .admin
+        .query_one(
+            "SELECT state FROM pg_stat_activity WHERE pid = $1::text::int",
+            &[&after[0]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(state.get::<_, String>(0), "idle");
     // And the next caller is who the gateway says, not what the attack left behind.
     let visible = executor
         .run(
@@ -179,5 +189,55 @@ async fn a_query_never_runs_against_views_of_another_policy() {
         .await
         .unwrap();
     out_of_step(executor.run("bob", &version, count, 10).await, None);
+    db.teardown().await;
+}
+
+/// A statement the connection has prepared before is sent in the same round trip as the caller
+/// check; the check's verdict must still win, and nothing of the query reach the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_checks_win_whether_or_not_the_statement_is_cached() {
+    let db = TestDb::new().await;
+    let executor = Executor::new(
+        db.agent_config(),
+        db.key.clone(),
+        one_connection(Duration::from_secs(5)),
+    )
+    .expect("the pool builds");
+    let version = policy().version;
+    let sql = "SELECT id FROM rowgate.invoices ORDER BY id";
+    let bad = "SELECT no_such_column FROM rowgate.invoices";
+    for round in ["first (prepared now)", "second (cached)"] {
+        let bob = executor.run("bob", &version, sql, 5).await;
+        assert_eq!(bob.expect(round).rows.len(), 5, "{round}");
+        match executor.run("mallory", &version, sql, 5).await {
+            Err(ExecuteError::UnknownUser) => {}
+            other => panic!(
+                "{round}: expected unknown_user, got {:?}",
+                other.map(|o| o.rows)
+            ),
+        }
+        match executor.run("bob", "0123456789abcdef", sql, 5).await {
+            Err(ExecuteError::OutOfStep(_)) => {}
+            other => panic!(
+                "{round}: expected out of step, got {:?}",
+                other.map(|o| o.rows)
+            ),
+        }
+        // A query PostgreSQL refuses: the unknown caller still hears only that.
+        match executor.run("mallory", &version, bad, 5).await {
+            Err(ExecuteError::UnknownUser) => {}
+            other => panic!(
+                "{round}: expected unknown_user, got {:?}",
+                other.map(|o| o.rows)
+            ),
+        }
+        match executor.run("bob", &version, bad, 5).await {
+            Err(ExecuteError::QueryFailed { sqlstate, .. }) => assert_eq!(sqlstate, "42703"),
+            other => panic!(
+                "{round}: expected query_failed, got {:?}",
+                other.map(|o| o.rows)
+            ),
+        }
+    }
     db.teardown().await;
 }
