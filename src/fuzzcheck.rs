@@ -9,7 +9,8 @@
 //! * an accepted query's output must re-parse, print back to exactly the same text (what
 //!   PostgreSQL receives is what was checked), pass the independent checker
 //!   ([`crate::check::check_rewritten`]: only permission CTEs are read), and call only
-//!   allowlisted functions, found by a walk of its own over the re-parsed output.
+//!   allowlisted functions, found by a walk of its own over the re-parsed output; and every
+//!   table reference the checker accepts as a CTE name must name a CTE in scope there.
 //!
 //! Panics are not caught here: the fuzzer and the test harness report them. Time is not
 //! measured here either: libFuzzer's `-timeout` bounds each input, and the parse caps are what
@@ -17,7 +18,9 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Expr, ObjectName, ObjectNamePart, Statement, TableFactor, Visit, Visitor};
+use sqlparser::ast::{
+    Expr, Ident, ObjectName, ObjectNamePart, Query, Statement, TableFactor, Visit, Visitor,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -48,6 +51,8 @@ pub enum Violation {
     UnstablePrinting { sql: String, reprinted: String },
     #[error("the independent checker refuses the rewrite: {error}\n{sql}")]
     Checker { sql: String, error: String },
+    #[error("`{name}` names a CTE that is not in scope there, so PostgreSQL reads a table\n{sql}")]
+    OutOfScope { sql: String, name: String },
     #[error("the rewrite calls `{function}`, which is not allowed: {why}\n{sql}")]
     DeniedFunction {
         sql: String,
@@ -89,6 +94,10 @@ pub fn fuzz_invariant(sql: &str, policy: &Policy, limits: &Limits) -> Result<Out
     if let Err(error) = check_rewritten(&sql, policy) {
         return Err(Violation::Checker { sql, error });
     }
+    let mut scopes = Scopes::default();
+    if let ControlFlow::Break(name) = statements.visit(&mut scopes) {
+        return Err(Violation::OutOfScope { sql, name });
+    }
     let mut functions = Functions { policy };
     if let ControlFlow::Break((function, why)) = statements.visit(&mut functions) {
         return Err(Violation::DeniedFunction { sql, function, why });
@@ -114,6 +123,103 @@ pub fn fuzz_invariant_each(
     Ok(outcome)
 }
 
+/// The one thing the checker deliberately leaves out (see `check`'s module docs): whether a
+/// single-part table reference names a CTE that is *in scope* there. PostgreSQL's rules are
+/// simple enough to restate: a query's CTEs are visible in its body, its clauses and every
+/// subquery inside them; inside the WITH itself, a CTE sees the ones before it, or all of them
+/// (itself included) under RECURSIVE. `check_rewritten` has already made sure every such name
+/// is some CTE of the query, so a name not visible here would be read as a table.
+#[derive(Default)]
+struct Scopes {
+    frames: Vec<Frame>,
+}
+
+/// The CTEs of one query being visited, and which of their bodies the walk is in.
+struct Frame {
+    names: Vec<String>,
+    bodies: Vec<*const Query>,
+    recursive: bool,
+    inside: Option<usize>,
+}
+
+impl Scopes {
+    fn visible(&self, name: &str) -> bool {
+        self.frames.iter().rev().any(|frame| {
+            let seen = match frame.inside {
+                Some(i) if !frame.recursive => &frame.names[..i],
+                _ => &frame.names[..],
+            };
+            seen.iter().any(|n| n == name)
+        })
+    }
+}
+
+impl Visitor for Scopes {
+    type Break = String;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
+        if let Some(frame) = self.frames.last_mut() {
+            if let Some(i) = frame.bodies.iter().position(|b| std::ptr::eq(*b, query)) {
+                frame.inside = Some(i);
+            }
+        }
+        let (names, bodies, recursive) = match &query.with {
+            Some(with) => (
+                with.cte_tables
+                    .iter()
+                    .map(|c| fold(&c.alias.name))
+                    .collect(),
+                with.cte_tables
+                    .iter()
+                    .map(|c| &*c.query as *const Query)
+                    .collect(),
+                with.recursive,
+            ),
+            None => (Vec::new(), Vec::new(), false),
+        };
+        self.frames.push(Frame {
+            names,
+            bodies,
+            recursive,
+            inside: None,
+        });
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
+        self.frames.pop();
+        if let Some(frame) = self.frames.last_mut() {
+            if frame.bodies.iter().any(|b| std::ptr::eq(*b, query)) {
+                frame.inside = None;
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
+        if let TableFactor::Table {
+            name, args: None, ..
+        } = factor
+        {
+            if let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() {
+                let folded = fold(ident);
+                if !self.visible(&folded) {
+                    return ControlFlow::Break(folded);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// PostgreSQL's folding on a UTF-8 database: ASCII letters only.
+fn fold(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_ascii_lowercase(),
+    }
+}
+
 /// Every function called anywhere in the output, judged by name alone. The guard walks the
 /// agent's tree with its own rules; this walks the tree PostgreSQL will get, and folds names
 /// itself (ASCII only, as PostgreSQL does on a UTF-8 database).
@@ -127,10 +233,7 @@ impl Functions<'_> {
             .0
             .iter()
             .map(|part| match part {
-                ObjectNamePart::Identifier(ident) => Some(match ident.quote_style {
-                    Some(_) => ident.value.clone(),
-                    None => ident.value.to_ascii_lowercase(),
-                }),
+                ObjectNamePart::Identifier(ident) => Some(fold(ident)),
                 ObjectNamePart::Function(_) => None,
             })
             .collect();
@@ -189,6 +292,48 @@ mod tests {
             .expect("policy");
         let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses");
         statements.visit(&mut Functions { policy: &policy })
+    }
+
+    fn out_of_scope(sql: &str) -> Option<String> {
+        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses");
+        match statements.visit(&mut Scopes::default()) {
+            ControlFlow::Break(name) => Some(name),
+            ControlFlow::Continue(()) => None,
+        }
+    }
+
+    #[test]
+    fn the_scope_walk_follows_postgresql() {
+        for sql in [
+            "WITH a AS (SELECT 1), b AS (SELECT * FROM a) SELECT * FROM b, a",
+            "WITH RECURSIVE a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a",
+            "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r) SELECT * FROM r",
+            "WITH a AS (SELECT 1) SELECT * FROM (SELECT * FROM a) s WHERE EXISTS (SELECT * FROM a)",
+            "WITH a AS (SELECT 1) SELECT 1 ORDER BY (SELECT count(*) FROM a)",
+            "WITH a AS (SELECT 1) (WITH b AS (SELECT * FROM a) SELECT * FROM b) UNION SELECT * FROM a",
+        ] {
+            assert_eq!(out_of_scope(sql), None, "{sql}");
+        }
+        for (sql, name) in [
+            ("SELECT * FROM invoices", "invoices"),
+            (
+                "WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a",
+                "b",
+            ),
+            ("WITH a AS (SELECT * FROM a) SELECT * FROM a", "a"),
+            ("SELECT * FROM (WITH a AS (SELECT 1) SELECT 1) s, a", "a"),
+            (
+                "(WITH a AS (SELECT 1) SELECT * FROM a) UNION SELECT * FROM a",
+                "a",
+            ),
+            (
+                "WITH x AS (WITH a AS (SELECT 1) SELECT 1) SELECT * FROM a",
+                "a",
+            ),
+            ("WITH \"A\" AS (SELECT 1) SELECT * FROM a", "a"),
+        ] {
+            assert_eq!(out_of_scope(sql).as_deref(), Some(name), "{sql}");
+        }
     }
 
     #[test]
