@@ -1,0 +1,274 @@
+//! Load mode of the scale benchmark (`-- --load`): `rowgate serve`, built from this crate and run
+//! as a child process, under 1, 16 and 64 concurrent HTTP clients (pool of 16), against the same
+//! rewritten SQL sent straight to PostgreSQL with tokio-postgres as the serving role, inside the
+//! same fence (READ ONLY, signed caller, caller check; one connection per client, no pool).
+//! Prints p50/p99 latency, throughput, errors, and the gateway's peak RSS (VmHWM).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rowgate::caller::IdentityKey;
+use rowgate::parse::Limits;
+use rowgate::policy::Policy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Fast questions: the load mode measures what the gateway adds, not the database's work.
+const LOAD_QUESTIONS: &[(&str, &str)] = &[
+    ("Q01 invoice by key", "SELECT id, amount, department FROM invoices WHERE id = 4243"),
+    ("Q17 my latest orders", "SELECT id, total, status FROM orders ORDER BY placed_at DESC LIMIT 20"),
+    ("Q09 3-table join", "SELECT c.name, i.id, t.amount, t.happened_at FROM customers c JOIN invoices i ON i.customer_id = c.id JOIN transactions t ON t.invoice_id = i.id WHERE c.id = 1001"),
+];
+
+const CLIENTS: [usize; 3] = [1, 16, 64];
+const RUN: Duration = Duration::from_secs(5);
+
+struct Http {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Http {
+    async fn connect(addr: SocketAddr) -> std::io::Result<Http> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Http {
+            stream,
+            buffer: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// The status of one POST /v1/query, or 0 when the connection failed.
+    async fn post(&mut self, body: &str) -> u16 {
+        let request = format!(
+            "POST /v1/query HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if self.stream.write_all(request.as_bytes()).await.is_err() {
+            return 0;
+        }
+        self.buffer.clear();
+        loop {
+            let mut chunk = [0u8; 16 * 1024];
+            let n = match self.stream.read(&mut chunk).await {
+                Ok(n) if n > 0 => n,
+                _ => return 0,
+            };
+            self.buffer.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&self.buffer);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                    })
+                    .unwrap_or(0);
+                if self.buffer.len() >= end + 4 + length {
+                    return text[9..12].parse().unwrap_or(0);
+                }
+            }
+        }
+    }
+}
+
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+fn report(label: &str, clients: usize, outcome: &Outcome) {
+    let mut l = outcome.latencies.clone();
+    l.sort();
+    let p = |q: f64| l[((l.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "| {label} | {clients} | {:.3} | {:.3} | {:.0} | {} |",
+        p(0.5),
+        p(0.99),
+        l.len() as f64 / RUN.as_secs_f64(),
+        outcome.errors
+    );
+}
+
+async fn gateway(addr: SocketAddr, body: &str, clients: usize) -> Outcome {
+    let deadline = Instant::now() + RUN;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let body = body.to_string();
+            tokio::spawn(async move {
+                let mut out = Outcome {
+                    latencies: Vec::new(),
+                    errors: 0,
+                };
+                let Ok(mut http) = Http::connect(addr).await else {
+                    out.errors += 1;
+                    return out;
+                };
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if http.post(&body).await == 200 {
+                        out.latencies.push(t.elapsed());
+                    } else {
+                        out.errors += 1;
+                        if let Ok(h) = Http::connect(addr).await {
+                            http = h;
+                        }
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    merge(tasks).await
+}
+
+async fn merge(tasks: Vec<tokio::task::JoinHandle<Outcome>>) -> Outcome {
+    let mut all = Outcome {
+        latencies: Vec::new(),
+        errors: 0,
+    };
+    for t in tasks {
+        let o = t.await.unwrap();
+        all.latencies.extend(o.latencies);
+        all.errors += o.errors;
+    }
+    all
+}
+
+const ENTER: &str =
+    "SELECT pg_catalog.set_config('rowgate.caller', $1, true), rowgate.caller_exists()";
+
+async fn direct(
+    agent: &tokio_postgres::Config,
+    signed: &str,
+    sql: &str,
+    clients: usize,
+) -> Outcome {
+    let deadline = Instant::now() + RUN;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, connection) = agent.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let (sql, signed) = (sql.to_string(), signed.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Outcome {
+                latencies: Vec::new(),
+                errors: 0,
+            };
+            let enter = client.prepare(ENTER).await.unwrap();
+            let statement = client.prepare(&sql).await.unwrap();
+            while Instant::now() < deadline {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&signed];
+                let t = Instant::now();
+                // Pipelined like the gateway's executor: one round trip.
+                let (a, b, c, d) = tokio::join!(
+                    client.batch_execute("BEGIN TRANSACTION READ ONLY"),
+                    client.query(&enter, &params),
+                    client.query(&statement, &[]),
+                    client.batch_execute("ROLLBACK"),
+                );
+                if a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() {
+                    out.latencies.push(t.elapsed());
+                } else {
+                    out.errors += 1;
+                }
+            }
+            out
+        }));
+    }
+    merge(tasks).await
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn vm_hwm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub async fn run(agent: &tokio_postgres::Config, key: &IdentityKey, policy: &Policy, user: &str) {
+    let key_file = std::env::temp_dir().join(format!("rg_bench_scale_{}.key", std::process::id()));
+    std::fs::write(&key_file, key.to_hex()).unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:5432/{}",
+        super::AGENT,
+        super::AGENT_PASSWORD,
+        super::DATABASE
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_rowgate"))
+        .args(["serve", "--database-url", &url, "--bind", &addr.to_string()])
+        .arg("--key-file")
+        .arg(&key_file)
+        .args([
+            "--pool-size",
+            "16",
+            "--audit",
+            "off",
+            "--policies",
+            "policies",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _gateway = Gateway(child);
+    let first = serde_json::json!({"user_id": user, "sql": LOAD_QUESTIONS[0].1}).to_string();
+    let started = Instant::now();
+    loop {
+        if let Ok(mut h) = Http::connect(addr).await {
+            if h.post(&first).await == 200 {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "rowgate serve did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("\nLoad: `rowgate serve` (pid {pid}, pool 16) vs direct tokio-postgres, {} s per cell, caller {user}, load average {}\n", RUN.as_secs(), super::uptime());
+    println!("| question | clients | p50 ms | p99 ms | req/s | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let signed = key.sign(user);
+    for (label, sql) in LOAD_QUESTIONS {
+        let body = serde_json::json!({"user_id": user, "sql": sql}).to_string();
+        let rewritten = rowgate::pipeline::rewrite(sql, policy, &Limits::default())
+            .unwrap()
+            .sql;
+        for clients in CLIENTS {
+            let g = gateway(addr, &body, clients).await;
+            report(&format!("{label}: gateway"), clients, &g);
+            let d = direct(agent, &signed, &rewritten, clients).await;
+            report(&format!("{label}: direct"), clients, &d);
+        }
+    }
+    println!(
+        "\ngateway peak RSS (VmHWM): {}; load average {}",
+        vm_hwm(pid),
+        super::uptime()
+    );
+    let _ = std::fs::remove_file(&key_file);
+}
