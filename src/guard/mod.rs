@@ -432,6 +432,11 @@ impl Visitor for Checker<'_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> Flow {
+        if tight_left_operand(expr).is_some_and(is_quantified_subquery) {
+            return unsupported(
+                "an operator right after `= ANY (subquery)` or `ALL (subquery)` (put parentheses around the comparison)",
+            );
+        }
         match expr {
             Expr::Identifier(ident) => check_name_ident(ident),
             Expr::CompoundIdentifier(idents) => idents.iter().try_for_each(check_name_ident),
@@ -537,6 +542,49 @@ impl Checker<'_> {
             return unsupported("IGNORE / RESPECT NULLS");
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// sqlparser prints `x = ANY (subquery)` as `x = ANY(subquery)`, then reads an operator that
+/// binds tighter than `=` after it as part of the ANY operand: `x = ANY((q)) || y` comes back
+/// as `x = ANY((q) || y)`, a different tree from the one checked (found by fuzzing).
+fn is_quantified_subquery(expr: &Expr) -> bool {
+    matches!(expr, Expr::AnyOp { right, .. } | Expr::AllOp { right, .. }
+        if matches!(**right, Expr::Subquery(_)))
+}
+
+/// The unparenthesized left operand of an operator that binds tighter than a comparison.
+fn tight_left_operand(expr: &Expr) -> Option<&Expr> {
+    match expr {
+        Expr::BinaryOp { left, op, .. } => (!matches!(
+            op,
+            BinaryOperator::And
+                | BinaryOperator::Or
+                | BinaryOperator::Xor
+                | BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::Gt
+                | BinaryOperator::LtEq
+                | BinaryOperator::GtEq
+        ))
+        .then_some(&**left),
+        Expr::Cast {
+            kind: CastKind::DoubleColon,
+            expr,
+            ..
+        }
+        | Expr::InList { expr, .. }
+        | Expr::InSubquery { expr, .. }
+        | Expr::Between { expr, .. }
+        | Expr::Like { expr, .. }
+        | Expr::ILike { expr, .. }
+        | Expr::SimilarTo { expr, .. }
+        | Expr::Collate { expr, .. } => Some(expr),
+        Expr::AtTimeZone { timestamp, .. } => Some(timestamp),
+        Expr::CompoundFieldAccess { root, .. } => Some(root),
+        Expr::IsDistinctFrom(left, _) | Expr::IsNotDistinctFrom(left, _) => Some(left),
+        _ => None,
     }
 }
 

@@ -1,0 +1,1 @@
+SELECT amount > ALL ((SELECT amount FROM transactions))::text FROM invoices

@@ -1,0 +1,1 @@
+SELECT id FROM invoices WHERE id = ANY ((SELECT customer_id FROM invoices)) || 'x'

@@ -1,0 +1,1 @@
+SELECT happened_at FROM unnest(ARRAY[user_id = ANY ((WITH "invoices" AS (select "T".folder_id FROM public.invoices), x AS (SELECT * FROM public.invoices) SELECT * FROM public.invoices)) + id]), public.invoices
