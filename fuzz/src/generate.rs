@@ -409,9 +409,15 @@ impl Gen<'_, '_> {
         self.out.push_str(s);
     }
 
+    /// True with probability `a / b`; false once the bytes run out (`Unstructured::ratio` is
+    /// true then, which would make every optional clause appear in every exhausted input).
+    fn chance(&mut self, a: u8, b: u8) -> Result<bool> {
+        Ok(self.u.int_in_range(1..=b)? > b - a)
+    }
+
     /// A separator between tokens: a space unless the byte says otherwise.
     fn sp(&mut self) -> Result<()> {
-        if self.u.ratio(1u8, 12u8)? {
+        if self.chance(1, 12)? {
             let s = *self.u.choose(SEPARATORS)?;
             self.w(s);
         } else {
@@ -473,17 +479,17 @@ impl Gen<'_, '_> {
                 self.raw(16)?;
             }
         }
-        if self.u.ratio(1u8, 10u8)? {
+        if self.chance(1, 10)? {
             self.pick(TAILS)?;
         }
         Ok(())
     }
 
     fn query(&mut self, depth: u32) -> Result<()> {
-        if depth < MAX_DEPTH && self.u.ratio(1u8, 4u8)? {
+        if depth < MAX_DEPTH && self.chance(1, 4)? {
             self.kw("WITH")?;
             self.sp()?;
-            if self.u.ratio(1u8, 4u8)? {
+            if self.chance(1, 4)? {
                 self.kw("RECURSIVE")?;
                 self.sp()?;
             }
@@ -498,7 +504,7 @@ impl Gen<'_, '_> {
             self.sp()?;
         }
         self.body(depth)?;
-        if self.u.ratio(1u8, 5u8)? {
+        if self.chance(1, 5)? {
             self.sp()?;
             self.kw("ORDER BY")?;
             self.sp()?;
@@ -507,7 +513,7 @@ impl Gen<'_, '_> {
                 self.w(" DESC NULLS LAST");
             }
         }
-        if self.u.ratio(1u8, 5u8)? {
+        if self.chance(1, 5)? {
             self.sp()?;
             self.kw("LIMIT")?;
             self.sp()?;
@@ -518,10 +524,10 @@ impl Gen<'_, '_> {
                 _ => self.expr(depth + 1)?,
             }
         }
-        if self.u.ratio(1u8, 10u8)? {
+        if self.chance(1, 10)? {
             self.w(" OFFSET 1");
         }
-        if self.u.ratio(1u8, 30u8)? {
+        if self.chance(1, 30)? {
             self.w(" FETCH FIRST 1 ROWS ONLY");
         }
         Ok(())
@@ -529,7 +535,7 @@ impl Gen<'_, '_> {
 
     fn cte(&mut self, depth: u32) -> Result<()> {
         self.pick(CTE_NAMES)?;
-        if self.u.ratio(1u8, 5u8)? {
+        if self.chance(1, 5)? {
             self.w("(");
             self.pick(COLUMNS)?;
             if self.u.arbitrary()? {
@@ -618,7 +624,7 @@ impl Gen<'_, '_> {
             }
             self.select_item(depth)?;
         }
-        if self.u.ratio(7u8, 8u8)? {
+        if !self.chance(1, 8)? {
             self.sp()?;
             self.kw("FROM")?;
             self.sp()?;
@@ -628,16 +634,16 @@ impl Gen<'_, '_> {
                     self.w(",");
                     self.sp()?;
                 }
-                self.from_item(depth)?;
+                self.table_expr(depth)?;
             }
         }
-        if self.u.ratio(1u8, 2u8)? {
+        if self.chance(1, 2)? {
             self.sp()?;
             self.kw("WHERE")?;
             self.sp()?;
             self.expr(depth + 1)?;
         }
-        if self.u.ratio(1u8, 5u8)? {
+        if self.chance(1, 5)? {
             self.sp()?;
             self.kw("GROUP BY")?;
             self.sp()?;
@@ -650,14 +656,14 @@ impl Gen<'_, '_> {
                 }
                 _ => self.w("ALL"),
             }
-            if self.u.ratio(1u8, 3u8)? {
+            if self.chance(1, 3)? {
                 self.sp()?;
                 self.kw("HAVING")?;
                 self.sp()?;
                 self.expr(depth + 1)?;
             }
         }
-        if self.u.ratio(1u8, 12u8)? {
+        if self.chance(1, 12)? {
             self.w(" WINDOW w AS (PARTITION BY ");
             self.expr(depth + 1)?;
             self.w(")");
@@ -690,7 +696,7 @@ impl Gen<'_, '_> {
     }
 
     fn table_name(&mut self) -> Result<()> {
-        if self.u.ratio(2u8, 3u8)? {
+        if self.chance(2, 3)? {
             self.pick(TABLES)
         } else {
             self.pick(TABLE_SPELLINGS)
@@ -721,7 +727,7 @@ impl Gen<'_, '_> {
         }
     }
 
-    fn from_item(&mut self, depth: u32) -> Result<()> {
+    fn table_expr(&mut self, depth: u32) -> Result<()> {
         let choice = if depth >= MAX_DEPTH {
             0
         } else {
@@ -733,7 +739,7 @@ impl Gen<'_, '_> {
                 self.alias()?;
             }
             5 | 6 => {
-                self.from_item(depth + 1)?;
+                self.table_expr(depth + 1)?;
                 self.sp()?;
                 self.pick(&[
                     "JOIN",
@@ -750,7 +756,7 @@ impl Gen<'_, '_> {
                     "CROSS APPLY",
                 ])?;
                 self.sp()?;
-                self.from_item(depth + 1)?;
+                self.table_expr(depth + 1)?;
                 match self.u.int_in_range(0u8..=3)? {
                     0 | 1 => {
                         self.sp()?;
@@ -768,9 +774,9 @@ impl Gen<'_, '_> {
             }
             7 => {
                 self.w("(");
-                self.from_item(depth + 1)?;
+                self.table_expr(depth + 1)?;
                 self.w(" JOIN ");
-                self.from_item(depth + 1)?;
+                self.table_expr(depth + 1)?;
                 self.w(" ON true)");
                 self.alias()?;
             }
