@@ -108,6 +108,9 @@ const ATTRIBUTES_TEMPLATE: &str = "CREATE OR REPLACE FUNCTION rowgate.caller_att
      RETURNS jsonb LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp \
      RETURN CASE WHEN (SELECT rowgate.caller_id()) IS NOT NULL THEN :Hole END";
 
+/// The PL/pgSQL variable `caller_exists()` holds the verified caller in.
+const VERIFIED_CALLER: &str = "rowgate_verified_caller";
+
 /// What `:user_id` becomes: a scalar subquery, so PostgreSQL evaluates it once per query (an
 /// InitPlan) rather than once per row.
 const CALLER_QUERY: &str = "SELECT rowgate.caller_id()";
@@ -895,7 +898,12 @@ struct Fragments<'a> {
 
 impl<'a> Fragments<'a> {
     fn new(policy: &'a Policy) -> Result<Fragments<'a>, InstallError> {
-        let caller = parse_query(CALLER_QUERY, "the caller subquery")?;
+        Fragments::with_caller(policy, CALLER_QUERY)
+    }
+
+    /// Fragments where `:user_id` becomes `(<caller_query>)`.
+    fn with_caller(policy: &'a Policy, caller_query: &str) -> Result<Fragments<'a>, InstallError> {
+        let caller = parse_query(caller_query, "the caller subquery")?;
         let gate = parse_expr(CALLER_GATE, "the caller gate")?;
         let mut fragments = Fragments {
             policy,
@@ -968,22 +976,31 @@ impl<'a> Fragments<'a> {
         }
     }
 
-    /// `caller_exists()`: the gate and the policy's `exists` query (the gate alone, i.e. TRUE
-    /// for any validly signed caller, when the policy has none).
+    /// `caller_exists()`: the policy's `exists` query for the verified caller (TRUE for any
+    /// validly signed caller when the policy has none). `rowgate.caller_id()` runs once, into a
+    /// variable, and raises when there is no valid caller; it is the costly part of a request's
+    /// database work, so the query reads the variable rather than calling it again. Should a
+    /// table of the query have a column of the variable's name, PL/pgSQL refuses the ambiguity
+    /// at run time: closed, not open.
     fn caller_exists(&self) -> Result<String, InstallError> {
         let what = "function rowgate.caller_exists()";
-        let body = match &self.policy.subject.exists {
+        let check = match &self.policy.subject.exists {
             Some(fragment) => {
+                let fragments =
+                    Fragments::with_caller(self.policy, &format!("SELECT {VERIFIED_CALLER}"))?;
                 let mut query = (*fragment.ast).clone();
-                self.substitute(&mut query, "subject.exists")?;
-                self.gated(Expr::Exists {
+                fragments.substitute(&mut query, "subject.exists")?;
+                let exists = Expr::Exists {
                     subquery: Box::new(query),
                     negated: false,
-                })
+                };
+                printed_expr(&exists, what)?
             }
-            None => self.gate.clone(),
+            None => "TRUE".to_string(),
         };
-        let body = format!("BEGIN RETURN {}; END", printed_expr(&body, what)?);
+        let body = format!(
+            "DECLARE {VERIFIED_CALLER} text := rowgate.caller_id(); BEGIN RETURN {check}; END"
+        );
         Ok(format!("{EXISTS_HEAD}{}", dollar_quoted(&body)))
     }
 

@@ -106,8 +106,9 @@ fn functions_embed_the_subject_queries() {
         .find(|s| s.contains("rowgate.caller_exists()"))
         .unwrap();
     assert!(exists.ends_with(
-        "$rowgate$BEGIN RETURN (SELECT rowgate.caller_id()) IS NOT NULL AND (EXISTS (SELECT 1 \
-         FROM app_users WHERE id = (SELECT rowgate.caller_id()))); END$rowgate$"
+        "$rowgate$DECLARE rowgate_verified_caller text := rowgate.caller_id(); BEGIN RETURN \
+         EXISTS (SELECT 1 FROM app_users WHERE id = (SELECT rowgate_verified_caller)); \
+         END$rowgate$"
     ));
     assert!(exists.contains("LANGUAGE plpgsql STABLE SECURITY DEFINER"));
     // Names in the body resolve at run time, so exactly as they did for the views.
