@@ -432,6 +432,17 @@ impl Visitor for Checker<'_> {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> Flow {
+        if let Expr::Rollup(groups) | Expr::Cube(groups) | Expr::GroupingSets(groups) = expr {
+            // sqlparser prints a one-expression group `((x))` as `(x)`, so an expression that
+            // itself starts with `(` would be read back as a group, or not at all (fuzzing).
+            if groups.iter().any(
+                |group| matches!(group.as_slice(), [only] if only.to_string().starts_with('(')),
+            ) {
+                return unsupported(
+                    "extra parentheses around one expression inside ROLLUP, CUBE or GROUPING SETS (write ROLLUP (a, (b, c)))",
+                );
+            }
+        }
         if tight_left_operand(expr).is_some_and(is_quantified_subquery) {
             return unsupported(
                 "an operator right after `= ANY (subquery)` or `ALL (subquery)` (put parentheses around the comparison)",

@@ -1,0 +1,1 @@
+SELECT */* c */FROM/* c */((((LATERAL/* c */(SELECT/**/DISTINCT c.n FROM PUBLIC.Orders x(n)) JOIN public.invoices ON true) JOIN public.invoices ON true) JOIN public.invoices ON true) JOIN public.invoices ON true), public.invoices GROUP BY ROLLUP (((((c.n)))))

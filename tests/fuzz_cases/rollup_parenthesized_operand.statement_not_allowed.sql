@@ -1,0 +1,1 @@
+SELECT department, sum(amount) FROM invoices GROUP BY CUBE (((department) || 'x'))

@@ -1,0 +1,1 @@
+SELECT department, customer_id, sum(amount) FROM invoices GROUP BY ROLLUP ((department), (department, customer_id), customer_id + 1)
