@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 const LOAD_QUESTIONS: &[(&str, &str)] = &[
     (
         "Q01 invoice by key",
-        "SELECT id, amount, department FROM invoices WHERE id = 4243",
+        "SELECT id, amount, department FROM invoices WHERE id = 13000",
     ),
     (
         "Q17 my latest orders",
@@ -27,7 +27,7 @@ const LOAD_QUESTIONS: &[(&str, &str)] = &[
     ),
     (
         "Q11 payments of one invoice",
-        "SELECT sum(amount) FROM transactions WHERE invoice_id = 4243",
+        "SELECT sum(amount) FROM transactions WHERE invoice_id = 13000",
     ),
 ];
 

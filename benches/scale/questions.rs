@@ -57,9 +57,9 @@ pub fn questions(user: &str) -> Vec<Question> {
         q(
             "Q01",
             "invoice by primary key",
-            "SELECT id, amount, department FROM invoices WHERE id = 4243",
+            "SELECT id, amount, department FROM invoices WHERE id = 13000",
             format!(
-                "SELECT id, amount, department FROM invoices i WHERE id = 4243 AND {}",
+                "SELECT id, amount, department FROM invoices i WHERE id = 13000 AND {}",
                 dept("i")
             ),
         ),
@@ -153,9 +153,9 @@ pub fn questions(user: &str) -> Vec<Question> {
         q(
             "Q11",
             "payments of one invoice",
-            "SELECT sum(amount) FROM transactions WHERE invoice_id = 4243",
+            "SELECT sum(amount) FROM transactions WHERE invoice_id = 13000",
             format!(
-                "SELECT sum(amount) FROM transactions t WHERE invoice_id = 4243 AND {}",
+                "SELECT sum(amount) FROM transactions t WHERE invoice_id = 13000 AND {}",
                 dept("t")
             ),
         ),
