@@ -44,15 +44,15 @@ INSERT INTO customers (id, name, email, department, active, created_at)
 SELECT g,
        'Customer ' || g,
        'customer' || g || '@example.com',
-       'D' || lpad((1 + floor(24 * power(((g * 7919) % 10007) / 10007.0, 2.5)))::int::text, 2, '0'),
+       'D' || lpad((1 + floor(24 * power(((g::bigint * 7919) % 10007) / 10007.0, 2.5)))::int::text, 2, '0'),
        g % 7 <> 0,
-       timestamptz '2021-01-04 09:00:00+00' + ((g * 7919) % 1000) * interval '1 day'
+       timestamptz '2021-01-04 09:00:00+00' + ((g::bigint * 7919) % 1000) * interval '1 day'
 FROM generate_series(1, 2000 * {{SCALE}}) AS g;
 
 -- Invoices: the department is the customer's.
 INSERT INTO invoices (id, amount, issued_on, department, customer_id)
 SELECT g,
-       10 + ((g * 7919) % 99991) / 100.0,
+       10 + ((g::bigint * 7919) % 99991) / 100.0,
        date '2023-01-02' + (g * 13) % 730,
        c.department,
        c.id
@@ -74,9 +74,9 @@ JOIN invoices AS i ON i.id = 1 + (g * 7) % (100000 * {{SCALE}});
 INSERT INTO orders (id, user_id, total, placed_at, status, metadata)
 SELECT g,
        CASE WHEN g % 400 = 0 THEN 'anne'
-            ELSE 'u' || (1 + floor(2000 * {{SCALE}} * power(((g * 7919) % 10007) / 10007.0, 3)))::int END,
+            ELSE 'u' || (1 + floor(2000 * {{SCALE}} * power(((g::bigint * 7919) % 10007) / 10007.0, 3)))::int END,
        0,
-       timestamptz '2024-01-01 00:00:00+00' + ((g * 7919) % 525600) * interval '1 minute',
+       timestamptz '2024-01-01 00:00:00+00' + ((g::bigint * 7919) % 525600) * interval '1 minute',
        (ARRAY['delivered', 'shipped', 'paid', 'delivered', 'pending', 'delivered', 'cancelled'])[1 + g % 7],
        jsonb_build_object('channel', (ARRAY['web', 'mobile', 'store'])[1 + g % 3],
                           'gift', g % 5 = 0,
@@ -113,9 +113,9 @@ FROM generate_series(1, 3) AS f, generate_series(1, 30) AS r;
 INSERT INTO documents (id, uid, folder_id, title, created_at)
 SELECT g,
        md5('rowgate-bench-document-' || g)::uuid,
-       1 + floor(100 * {{SCALE}} * power(((g * 7919) % 10007) / 10007.0, 2))::int,
+       1 + floor(100 * {{SCALE}} * power(((g::bigint * 7919) % 10007) / 10007.0, 2))::int,
        'Document ' || g,
-       timestamptz '2023-03-01 08:00:00+00' + ((g * 7919) % 600) * interval '1 day'
+       timestamptz '2023-03-01 08:00:00+00' + ((g::bigint * 7919) % 600) * interval '1 day'
 FROM generate_series(1, 10000 * {{SCALE}}) AS g;
 
 -- Blocks: 20,000 x scale, two per document, 32-dimension embeddings from sin of the id.
@@ -134,7 +134,7 @@ SELECT g,
        CASE g % 4 WHEN 0 THEN ARRAY['urgent', 'finance'] WHEN 1 THEN ARRAY['draft']
                   WHEN 2 THEN ARRAY['shared', 'q3'] ELSE '{}'::text[] END,
        g % 9 = 0,
-       timestamptz '2024-02-01 12:00:00+00' + ((g * 7919) % 300) * interval '1 day'
+       timestamptz '2024-02-01 12:00:00+00' + ((g::bigint * 7919) % 300) * interval '1 day'
 FROM generate_series(1, 20000 * {{SCALE}}) AS g;
 
 INSERT INTO item_users (item_id, user_id)
