@@ -233,7 +233,9 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROWGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // PostgreSQL's NOTICEs ("view ... does not exist, skipping" during install) arrive as
+        // tokio_postgres INFO lines: noise for an operator, so warnings only unless asked.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
