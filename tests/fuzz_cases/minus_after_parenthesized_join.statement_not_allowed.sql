@@ -1,0 +1,1 @@
+SELECT * FROM orders LEFT JOIN orders o2 LEFT JOIN order_items USING (id) MINUS SELECT * FROM orders

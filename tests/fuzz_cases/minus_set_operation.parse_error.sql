@@ -1,0 +1,1 @@
+SELECT id FROM invoices MINUS SELECT invoice_id FROM transactions
