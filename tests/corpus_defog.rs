@@ -223,7 +223,9 @@ async fn check_query(db: &CorpusDb, executor: &Executor, rls: &Pool, sql: &str) 
     let mut same_errors = 0;
     for caller in CALLERS {
         let theirs = run_rls(rls, caller, &run_sql, &compare).await;
-        let ours = executor.run(caller, &db.policy.version, &rewritten, 1_000_000).await;
+        let ours = executor
+            .run(caller, &db.policy.version, &rewritten, 1_000_000)
+            .await;
         let (ours, theirs) = match (ours, theirs) {
             (Ok(output), Ok(theirs)) => (encode(&output.statement, &output.rows, &compare), theirs),
             // The same error for the same caller (a division by a sum that is zero over the

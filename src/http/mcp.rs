@@ -63,12 +63,16 @@ pub fn caller(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<String
     })?;
     let from_query = params.0.get("user_id").map(String::as_str);
     let claimed = match (from_header, from_query) {
-        (Some(header), Some(query)) if header != query => return Err(ApiError::invalid(
-            format!("{USER_HEADER} (`{header}`) and ?user_id= (`{query}`) name different users"),
-            format!(
+        (Some(header), Some(query)) if header != query => {
+            return Err(ApiError::invalid(
+                format!(
+                    "{USER_HEADER} (`{header}`) and ?user_id= (`{query}`) name different users"
+                ),
+                format!(
                 "Name the user once: the {USER_HEADER} header or ?user_id= on the endpoint URL."
             ),
-        )),
+            ))
+        }
         (header, query) => header.or(query),
     };
     state
