@@ -9,12 +9,15 @@ use std::time::Duration;
 use common::*;
 use rowgate::execute::{ExecuteConfig, ExecuteError, Executor};
 
-fn one_connection(timeout: Duration) -> ExecuteConfig {
-    ExecuteConfig {
+/// An executor for the test database's serving role, with one connection, so that every
+/// request after the first meets what the one before left behind.
+fn one_connection(db: &TestDb, pg: tokio_postgres::Config, timeout: Duration) -> Executor {
+    let config = ExecuteConfig {
         statement_timeout: timeout,
         pool_wait: Duration::from_secs(10),
         pool_size: 1,
-    }
+    };
+    Executor::new(pg, db.key.clone(), config).expect("the pool builds")
 }
 
 /// The backend pid and the settings the fence pins, as one request sees them.
@@ -35,12 +38,7 @@ async fn settings(executor: &Executor) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_settings_changed_inside_a_request_do_not_outlive_it() {
     let db = TestDb::new().await;
-    let executor = Executor::new(
-        db.agent_config(),
-        db.key.clone(),
-        one_connection(Duration::from_millis(1500)),
-    )
-    .expect("the pool builds");
+    let executor = one_connection(&db, db.agent_config(), Duration::from_millis(1500));
     let before = settings(&executor).await;
     assert_eq!(
         before[1..6],
@@ -96,8 +94,7 @@ async fn the_operators_startup_options_are_kept_but_cannot_loosen_the_pins() {
     let db = TestDb::new().await;
     let mut pg = db.agent_config();
     pg.options("-c work_mem=7MB -c statement_timeout=0 -c default_transaction_read_only=off");
-    let executor = Executor::new(pg, db.key.clone(), one_connection(Duration::from_secs(3)))
-        .expect("the pool builds");
+    let executor = one_connection(&db, pg, Duration::from_secs(3));
     let seen = settings(&executor).await;
     assert_eq!(seen[1], "3s");
     assert_eq!(seen[5], "on");
@@ -108,12 +105,7 @@ async fn the_operators_startup_options_are_kept_but_cannot_loosen_the_pins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_abandoned_mid_query_closes_its_connection() {
     let db = TestDb::new().await;
-    let executor = Executor::new(
-        db.agent_config(),
-        db.key.clone(),
-        one_connection(Duration::from_secs(5)),
-    )
-    .expect("the pool builds");
+    let executor = one_connection(&db, db.agent_config(), Duration::from_secs(5));
     let first = settings(&executor).await;
     // The HTTP client went away: axum drops the handler's future mid-query.
     let abandoned = tokio::time::timeout(
@@ -148,12 +140,7 @@ async fn a_request_abandoned_mid_query_closes_its_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_never_runs_against_views_of_another_policy() {
     let db = TestDb::new().await;
-    let executor = Executor::new(
-        db.agent_config(),
-        db.key.clone(),
-        one_connection(Duration::from_secs(5)),
-    )
-    .expect("the pool builds");
+    let executor = one_connection(&db, db.agent_config(), Duration::from_secs(5));
     let version = policy().version;
     let count = "SELECT count(*) FROM rowgate.invoices";
     executor
@@ -197,12 +184,7 @@ async fn a_query_never_runs_against_views_of_another_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_checks_win_whether_or_not_the_statement_is_cached() {
     let db = TestDb::new().await;
-    let executor = Executor::new(
-        db.agent_config(),
-        db.key.clone(),
-        one_connection(Duration::from_secs(5)),
-    )
-    .expect("the pool builds");
+    let executor = one_connection(&db, db.agent_config(), Duration::from_secs(5));
     let version = policy().version;
     let sql = "SELECT id FROM rowgate.invoices ORDER BY id";
     let bad = "SELECT no_such_column FROM rowgate.invoices";
