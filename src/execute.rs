@@ -210,7 +210,7 @@ impl Executor {
     /// One round trip for a statement this connection has prepared before, two otherwise (the
     /// preparation first: cached per connection, so a repeated query skips parsing and
     /// planning; the plan does not depend on the caller, as the views read the id at execution
-    /// time). The round trip carries, pipelined: the fence, the signed caller (as a bind
+    /// time), and one more on a connection's first request, which prepares [`ENTER`]. The round trip carries, pipelined: the fence, the signed caller (as a bind
     /// parameter, so it never appears in `pg_stat_activity`, where other sessions of the
     /// serving role could copy it) with the caller and version checks, and the query itself.
     ///
