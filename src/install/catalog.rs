@@ -38,7 +38,10 @@ pub(super) struct RoleState {
     pub(super) login: bool,
 }
 
-pub(super) async fn role_state(client: &Client, role: &str) -> Result<Option<RoleState>, InstallError> {
+pub(super) async fn role_state(
+    client: &Client,
+    role: &str,
+) -> Result<Option<RoleState>, InstallError> {
     let row = client
         .query_opt(
             "SELECT oid, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, \
@@ -58,7 +61,11 @@ pub(super) async fn role_state(client: &Client, role: &str) -> Result<Option<Rol
     }))
 }
 
-pub(super) async fn check_owns_nothing(client: &Client, role: &str, oid: u32) -> Result<(), InstallError> {
+pub(super) async fn check_owns_nothing(
+    client: &Client,
+    role: &str,
+    oid: u32,
+) -> Result<(), InstallError> {
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relowner = $1), \
@@ -137,7 +144,10 @@ impl fmt::Display for Privilege {
 
 /// Every privilege granted to the role itself (not through PUBLIC) on this database's tables,
 /// columns, routines, schemas and on the database.
-pub(super) async fn privileges(client: &Client, oid: u32) -> Result<BTreeSet<Privilege>, InstallError> {
+pub(super) async fn privileges(
+    client: &Client,
+    oid: u32,
+) -> Result<BTreeSet<Privilege>, InstallError> {
     let rows = client
         .query(
             "SELECT 'table', n.nspname::text, c.relname::text, a.privilege_type

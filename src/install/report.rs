@@ -107,7 +107,12 @@ impl Snapshot {
         })
     }
 
-    pub(super) fn report(&self, after: &Snapshot, policy: &Policy, options: &InstallOptions) -> InstallReport {
+    pub(super) fn report(
+        &self,
+        after: &Snapshot,
+        policy: &Policy,
+        options: &InstallOptions,
+    ) -> InstallReport {
         let role = ident(&options.agent_role).to_string();
         let mut changes = Vec::new();
         let mut unchanged = Vec::new();
