@@ -43,8 +43,8 @@
 //! `caller_exists()` is PL/pgSQL (its plan is cached) and binds names when it runs, under the
 //! same pinned path; `serve` refuses a serving role that could create objects to shadow them.
 //!
-//! This module holds the plan and its execution; [`fragments`] builds the SQL from the policy,
-//! [`catalog`] reads the role and the sources, [`report`] compares the catalog before and after.
+//! This module holds the plan and its execution; `fragments` builds the SQL from the policy,
+//! `catalog` reads the role and the sources, `report` compares the catalog before and after.
 
 mod catalog;
 mod fragments;
