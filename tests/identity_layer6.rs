@@ -77,45 +77,6 @@ fn views_sql() -> String {
     fingerprint_sql(|v| format!("rowgate.{v}"))
 }
 
-/// The hand-written rule of each demo table for `user` (DESIGN.md, "Demo database"), as a
-/// derived table over the base table with the view's columns in the view's order.
-fn reference(table: &str, user: &str) -> String {
-    let u = lit(user);
-    let roles = format!("SELECT role FROM public.user_roles WHERE user_id = {u}");
-    let departments =
-        format!("SELECT department FROM public.permissions WHERE allowed_role IN ({roles})");
-    let folders = format!("SELECT folder_id FROM public.folder_access WHERE role IN ({roles})");
-    let (columns, rule) = match table {
-        "invoices" | "transactions" => ("*", format!("department IN ({departments})")),
-        "customers" => (
-            "id, name, department, active, created_at",
-            format!("department IN ({departments})"),
-        ),
-        "orders" => ("*", format!("user_id = {u}")),
-        "order_items" => (
-            "*",
-            format!("order_id IN (SELECT id FROM public.orders WHERE user_id = {u})"),
-        ),
-        "folders" => ("*", format!("id IN ({folders})")),
-        "documents" => ("*", format!("folder_id IN ({folders})")),
-        "blocks" => (
-            "*",
-            format!(
-                "document_id IN (SELECT id FROM public.documents WHERE folder_id IN ({folders}))"
-            ),
-        ),
-        "items" => (
-            "*",
-            format!(
-                "tenant_id = (SELECT tenant_id FROM public.app_users WHERE id = {u}) \
-                 AND id IN (SELECT item_id FROM public.item_users WHERE user_id = {u})"
-            ),
-        ),
-        other => panic!("no reference rule for {other}"),
-    };
-    format!("(SELECT {columns} FROM public.{table} WHERE {rule})")
-}
-
 fn to_fingerprint(rows: &[tokio_postgres::Row]) -> Fingerprint {
     rows.iter()
         .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2))))
@@ -124,7 +85,7 @@ fn to_fingerprint(rows: &[tokio_postgres::Row]) -> Fingerprint {
 
 /// What `user` may see, computed by the superuser from the rules above.
 async fn expected(db: &TestDb, user: &str) -> Fingerprint {
-    let sql = fingerprint_sql(|v| reference(v, user));
+    let sql = fingerprint_sql(|v| reference_table(v, user));
     let rows = db
         .admin
         .query(&sql, &[])

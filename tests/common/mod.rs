@@ -499,3 +499,44 @@ pub fn content_type(reply: &Reply) -> &str {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
 }
+
+/// The hand-written rule of each demo table for `user` (DESIGN.md, "Demo database"), as a
+/// derived table over the base table with the view's columns in the view's order: what the
+/// gateway must return is compared with this, run as the superuser.
+pub fn reference_table(table: &str, user: &str) -> String {
+    let u = lit(user);
+    let roles = format!("SELECT role FROM public.user_roles WHERE user_id = {u}");
+    let departments =
+        format!("SELECT department FROM public.permissions WHERE allowed_role IN ({roles})");
+    let folders = format!("SELECT folder_id FROM public.folder_access WHERE role IN ({roles})");
+    let (columns, rule) = match table {
+        "invoices" | "transactions" => ("*", format!("department IN ({departments})")),
+        // The policy hides customers.email.
+        "customers" => (
+            "id, name, department, active, created_at",
+            format!("department IN ({departments})"),
+        ),
+        "orders" => ("*", format!("user_id = {u}")),
+        "order_items" => (
+            "*",
+            format!("order_id IN (SELECT id FROM public.orders WHERE user_id = {u})"),
+        ),
+        "folders" => ("*", format!("id IN ({folders})")),
+        "documents" => ("*", format!("folder_id IN ({folders})")),
+        "blocks" => (
+            "*",
+            format!(
+                "document_id IN (SELECT d.id FROM public.documents d WHERE d.folder_id IN ({folders}))"
+            ),
+        ),
+        "items" => (
+            "*",
+            format!(
+                "tenant_id = (SELECT tenant_id FROM public.app_users WHERE id = {u}) \
+                 AND id IN (SELECT item_id FROM public.item_users WHERE user_id = {u})"
+            ),
+        ),
+        other => panic!("no reference rule for {other}"),
+    };
+    format!("(SELECT {columns} FROM public.{table} WHERE {rule})")
+}
