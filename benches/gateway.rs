@@ -17,8 +17,10 @@ use rowgate::install::InstallOptions;
 use rowgate::parse::Limits;
 use rowgate::policy::Policy;
 use rowgate::server::ServeConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+#[path = "common/http.rs"]
+mod http;
+use http::Http;
 
 const QUERIES: &[(&str, &str, &str)] = &[
     (
@@ -32,52 +34,6 @@ const QUERIES: &[(&str, &str, &str)] = &[
         "SELECT department, count(*), sum(amount) FROM invoices WHERE department IN (SELECT department FROM permissions WHERE allowed_role IN (SELECT role FROM user_roles WHERE user_id = 'anne')) GROUP BY 1 ORDER BY 1",
     ),
 ];
-
-/// One keep-alive HTTP/1.1 connection: enough client for our own server.
-struct Http {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Http {
-    async fn connect(addr: SocketAddr) -> Http {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        Http {
-            stream,
-            buffer: Vec::with_capacity(64 * 1024),
-        }
-    }
-
-    async fn post(&mut self, body: &str) -> u16 {
-        let request = format!(
-            "POST /v1/query HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.stream.write_all(request.as_bytes()).await.unwrap();
-        self.buffer.clear();
-        loop {
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "server closed the connection");
-            self.buffer.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&self.buffer);
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if self.buffer.len() >= end + 4 + length {
-                    return text[9..12].parse().unwrap();
-                }
-            }
-        }
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -144,7 +100,7 @@ async fn main() {
     println!("|---|---|---|---|---|");
     for (name, agent_sql, direct_sql) in QUERIES {
         let body = serde_json::json!({"user_id": "anne", "sql": agent_sql}).to_string();
-        let mut http = Http::connect(addr).await;
+        let mut http = Http::connect(addr).await.unwrap();
         assert_eq!(http.post(&body).await, 200);
         let mut times = Vec::with_capacity(SAMPLES);
         for _ in 0..SAMPLES {
@@ -201,7 +157,7 @@ async fn gateway_throughput(addr: SocketAddr, body: &str, clients: usize, run: D
         .map(|_| {
             let body = body.to_string();
             tokio::spawn(async move {
-                let mut http = Http::connect(addr).await;
+                let mut http = Http::connect(addr).await.unwrap();
                 let mut done = 0u64;
                 while Instant::now() < deadline {
                     assert_eq!(http.post(&body).await, 200);

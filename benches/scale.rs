@@ -16,6 +16,8 @@
 //! * RLS: the agent's SQL unchanged, as a non-owner role with RLS, `app.user_id` set;
 //! * hand: the filter inlined by hand, as the superuser (the lower bound).
 
+#[path = "common/http.rs"]
+mod http;
 #[path = "scale/load.rs"]
 mod load;
 #[path = "scale/questions.rs"]

@@ -8,12 +8,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::http::Http;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rowgate::caller::IdentityKey;
 use rowgate::parse::Limits;
 use rowgate::policy::Policy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Fast questions: the load mode measures what the gateway adds, not the database's work.
 const LOAD_QUESTIONS: &[(&str, &str)] = &[
@@ -33,56 +32,6 @@ const LOAD_QUESTIONS: &[(&str, &str)] = &[
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const RUN: Duration = Duration::from_secs(5);
-
-struct Http {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Http {
-    async fn connect(addr: SocketAddr) -> std::io::Result<Http> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Http {
-            stream,
-            buffer: Vec::with_capacity(64 * 1024),
-        })
-    }
-
-    /// The status of one POST /v1/query, or 0 when the connection failed.
-    async fn post(&mut self, body: &str) -> u16 {
-        let request = format!(
-            "POST /v1/query HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if self.stream.write_all(request.as_bytes()).await.is_err() {
-            return 0;
-        }
-        self.buffer.clear();
-        loop {
-            let mut chunk = [0u8; 16 * 1024];
-            let n = match self.stream.read(&mut chunk).await {
-                Ok(n) if n > 0 => n,
-                _ => return 0,
-            };
-            self.buffer.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&self.buffer);
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                    })
-                    .unwrap_or(0);
-                if self.buffer.len() >= end + 4 + length {
-                    return text[9..12].parse().unwrap_or(0);
-                }
-            }
-        }
-    }
-}
 
 struct Outcome {
     latencies: Vec<Duration>,
