@@ -146,7 +146,7 @@ async fn main() {
         .await
         .unwrap();
     admin_client
-        .batch_execute("DROP ROLE rg_bench_agent")
+        .batch_execute("DROP ROLE rg_bench_agent; DROP ROLE IF EXISTS rg_bench_agent_owner")
         .await
         .unwrap();
 }

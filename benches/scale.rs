@@ -144,6 +144,7 @@ pub async fn drop_all(admin: &tokio_postgres::Config) {
     for sql in [
         format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
         format!("DROP ROLE IF EXISTS {AGENT}"),
+        format!("DROP ROLE IF EXISTS {AGENT}_owner"),
         format!("DROP ROLE IF EXISTS {RLS_ROLE}"),
     ] {
         client.batch_execute(&sql).await.unwrap();

@@ -155,6 +155,14 @@ async fn shutdown_signal() {
 const ROLE: &str =
     "SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user";
 
+/// The permission views' owner role (`rowgate install`'s `<serving role>_owner`), when it
+/// exists: its attributes and memberships.
+const VIEWS_OWNER: &str = "
+SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, r.rolcanlogin,
+       ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+             WHERE m.member = r.oid ORDER BY 1)
+FROM pg_roles r WHERE r.rolname = current_user || $1";
+
 /// Relations outside rowgate's schema that the role can read: should be none.
 const READABLE: &str = "
 SELECT n.nspname || '.' || c.relname
@@ -199,6 +207,38 @@ pub(crate) async fn check_role(
             "it has BYPASSRLS",
             format!("Run ALTER ROLE \"{role}\" NOBYPASSRLS."),
         ));
+    }
+    if let Some(owner) = client
+        .query_opt(VIEWS_OWNER, &[&crate::install::OWNER_SUFFIX])
+        .await
+        .map_err(db)?
+    {
+        let name: String = owner.get(0);
+        let member_of: Vec<String> = owner.get(4);
+        let problem = if owner.get::<_, bool>(1) {
+            Some("is a superuser, which ignores row-level security".to_string())
+        } else if owner.get::<_, bool>(2) {
+            Some("has BYPASSRLS".to_string())
+        } else if owner.get::<_, bool>(3) {
+            Some("can log in, and whoever does reads the base tables directly".to_string())
+        } else if !member_of.is_empty() {
+            Some(format!(
+                "is a member of {}, whose rights it inherits (a table owner's role is exempt \
+                 from row-level security)",
+                member_of.join(", ")
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(unsafe_role(
+                &format!(
+                    "the permission views' owner `{name}` {problem}, so the row-level security \
+                     that fences the views' rows may not hold"
+                ),
+                "Re-run `rowgate install`, which resets that role.".into(),
+            ));
+        }
     }
     let readable: Vec<String> = client
         .query(READABLE, &[])

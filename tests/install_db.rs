@@ -127,9 +127,12 @@ impl TestDb {
                 ident(&name)
             ))
             .await?;
-        admin
-            .batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(&role)))
-            .await?;
+        // The views' owner after the database: its only objects were there.
+        for role in [role.clone(), rowgate::install::owner_role(&role)] {
+            admin
+                .batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(&role)))
+                .await?;
+        }
         Ok(())
     }
 }
@@ -589,6 +592,15 @@ async fn install_is_idempotent_and_follows_policy_changes() {
             changed.version, third.version
         ),
         format!("revoked SELECT on rowgate.folders from {}", db.role),
+        // The row-level security that install enabled on `folders` goes with it.
+        "disabled row-level security on public.folders".to_string(),
+        "dropped policy rowgate_others on public.folders".to_string(),
+        "dropped policy rowgate_reads on public.folders".to_string(),
+        "dropped policy rowgate_rows on public.folders".to_string(),
+        format!(
+            "revoked SELECT on public.folders from {}",
+            rowgate::install::owner_role(&db.role)
+        ),
     ];
     expected.sort();
     assert_eq!(changes, expected, "{fourth}");
@@ -865,7 +877,7 @@ async fn a_bad_policy_fails_clearly_and_changes_nothing() {
                 "user_id = :user_id\"\n    description: \"The current",
                 "usr = :user_id\"\n    description: \"The current",
             ),
-            "creating view rowgate.orders: column \"usr\" does not exist",
+            "creating policy rowgate_rows on public.orders: column \"usr\" does not exist",
         ),
     ];
     for (yaml, message) in cases {
@@ -877,8 +889,10 @@ async fn a_bad_policy_fails_clearly_and_changes_nothing() {
         let leftovers: i64 = client
             .query_one(
                 "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rowgate%') \
-                      + (SELECT count(*) FROM pg_roles WHERE rolname = $1)",
-                &[&db.role],
+                      + (SELECT count(*) FROM pg_roles WHERE rolname IN ($1, $2)) \
+                      + (SELECT count(*) FROM pg_policy) \
+                      + (SELECT count(*) FROM pg_class WHERE relrowsecurity)",
+                &[&db.role, &rowgate::install::owner_role(&db.role)],
             )
             .await
             .unwrap()

@@ -91,6 +91,52 @@ async fn refuses_a_bypassrls_role() {
     db.teardown().await;
 }
 
+/// The permission views of base tables read them as their owner role, fenced by row-level
+/// security: an owner that bypasses it (BYPASSRLS, superuser, or a membership in the table
+/// owner's role) or can log in would void that fence, so serve refuses to start.
+#[tokio::test]
+async fn refuses_a_views_owner_that_escapes_row_level_security() {
+    let db = TestDb::new().await;
+    let owner = rowgate::install::owner_role(&db.role);
+    for (break_it, mend_it, said) in [
+        (
+            "ALTER ROLE {o} BYPASSRLS",
+            "ALTER ROLE {o} NOBYPASSRLS",
+            "BYPASSRLS",
+        ),
+        (
+            "ALTER ROLE {o} SUPERUSER",
+            "ALTER ROLE {o} NOSUPERUSER",
+            "superuser",
+        ),
+        ("ALTER ROLE {o} LOGIN", "ALTER ROLE {o} NOLOGIN", "log in"),
+        (
+            "GRANT postgres TO {o}",
+            "REVOKE postgres FROM {o}",
+            "member of postgres",
+        ),
+    ] {
+        let sql = |template: &str| template.replace("{o}", &format!("\"{owner}\""));
+        db.admin.batch_execute(&sql(break_it)).await.unwrap();
+        let error = prepare(&db.serve_config())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{break_it}: must be refused"));
+        let message = error.to_string();
+        assert!(
+            message.contains(&owner)
+                && message.contains(said)
+                && message.contains("rowgate install"),
+            "{break_it}: {message}"
+        );
+        db.admin.batch_execute(&sql(mend_it)).await.unwrap();
+    }
+    prepare(&db.serve_config())
+        .await
+        .expect("serves once mended");
+    db.teardown().await;
+}
+
 #[tokio::test]
 async fn refuses_a_network_address_without_an_api_key() {
     let db = TestDb::new().await;

@@ -61,19 +61,24 @@ pub(super) async fn role_state(
     }))
 }
 
-pub(super) async fn check_owns_nothing(
+/// Refuses a role that owns anything here but views in `views_schema` (pass `None` for the
+/// serving role, which must own nothing at all). `Err` holds what it owns, in words.
+pub(super) async fn owned_objects(
     client: &Client,
     role: &str,
     oid: u32,
-) -> Result<(), InstallError> {
+    views_schema: Option<&str>,
+) -> Result<Result<(), String>, InstallError> {
     let row = client
         .query_one(
-            "SELECT (SELECT count(*) FROM pg_catalog.pg_class WHERE relowner = $1), \
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relowner = $1 AND NOT (c.relkind = 'v' AND n.nspname = $2)), \
                     (SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspowner = $1), \
                     (SELECT count(*) FROM pg_catalog.pg_proc WHERE proowner = $1), \
                     (SELECT datdba = $1 FROM pg_catalog.pg_database \
                       WHERE datname = pg_catalog.current_database())",
-            &[&oid],
+            &[&oid, &views_schema.unwrap_or("")],
         )
         .await
         .map_err(db(format!("checking what role {role:?} owns")))?;
@@ -95,12 +100,9 @@ pub(super) async fn check_owns_nothing(
         }
     }
     if owned.is_empty() {
-        Ok(())
+        Ok(Ok(()))
     } else {
-        Err(InstallError::AgentOwnsObjects {
-            role: role.to_string(),
-            what: format!("owns {} here", owned.join(", ")),
-        })
+        Ok(Err(format!("owns {} here", owned.join(", "))))
     }
 }
 
@@ -195,24 +197,25 @@ pub(super) async fn privileges(
         .collect())
 }
 
-/// The source's columns in table order, or `None` when it does not exist.
+/// The source's kind (`pg_class.relkind`) and its columns in table order, or `None` when it
+/// does not exist.
 pub(super) async fn source_columns(
     client: &Client,
     source: &QualifiedName,
-) -> Result<Option<Vec<String>>, InstallError> {
+) -> Result<Option<(String, Vec<String>)>, InstallError> {
     let what = || db(format!("reading the columns of {source}"));
-    let exists = client
+    let kind = client
         .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_class c \
+            "SELECT c.relkind::text FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
             &[&source.schema, &source.name],
         )
         .await
         .map_err(what())?;
-    if exists.is_none() {
+    let Some(kind) = kind else {
         return Ok(None);
-    }
+    };
     let rows = client
         .query(
             "SELECT a.attname::text FROM pg_catalog.pg_attribute a \
@@ -224,7 +227,10 @@ pub(super) async fn source_columns(
         )
         .await
         .map_err(what())?;
-    Ok(Some(rows.iter().map(|row| row.get(0)).collect()))
+    Ok(Some((
+        kind.get(0),
+        rows.iter().map(|row| row.get(0)).collect(),
+    )))
 }
 
 pub(super) async fn relations_of_kind(

@@ -366,16 +366,21 @@ pub(super) fn fill<T: VisitMut + Visit>(
 }
 
 /// `CREATE VIEW rowgate.<name> WITH (security_barrier = true) AS SELECT [DISTINCT] <columns>
-/// FROM <source> WHERE <filter>`.
+/// FROM <source> WHERE <filter>`, or with no filter a plain `CREATE VIEW rowgate.<name> AS
+/// SELECT <columns> FROM <source>` (its rows fenced by row-level security instead).
 pub(super) fn view_sql(
     name: &str,
     source: &QualifiedName,
     columns: &[String],
     distinct: bool,
-    filter: Expr,
+    filter: Option<Expr>,
     what: &str,
 ) -> Result<String, InstallError> {
-    let mut statement = parse_statement(VIEW_TEMPLATE, what)?;
+    let template_sql = match filter {
+        Some(_) => VIEW_TEMPLATE,
+        None => PLAIN_VIEW_TEMPLATE,
+    };
+    let mut statement = parse_statement(template_sql, what)?;
     let Statement::CreateView(view) = &mut statement else {
         return Err(template(what, "the view template is not CREATE VIEW"));
     };
@@ -395,7 +400,9 @@ pub(super) fn view_sql(
         },
         _ => return Err(template(what, "the view template reads no table")),
     }
-    fill(&mut statement, Filling::Expr(Box::new(filter)), what)?;
+    if let Some(filter) = filter {
+        fill(&mut statement, Filling::Expr(Box::new(filter)), what)?;
+    }
     printed(&statement, what)
 }
 

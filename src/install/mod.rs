@@ -49,6 +49,7 @@
 mod catalog;
 mod fragments;
 mod report;
+mod row_security;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -56,8 +57,9 @@ use std::ops::ControlFlow;
 
 use sha2::{Digest, Sha256};
 use sqlparser::ast::{
-    BinaryOperator, Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query,
-    SelectItem, SetExpr, Statement, TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
+    visit_relations, BinaryOperator, Distinct, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArguments, Owner, Query, SelectItem, SetExpr, Statement, TableFactor, Value, Visit,
+    VisitMut, Visitor, VisitorMut,
 };
 use sqlparser::parser::Parser;
 use tokio_postgres::Client;
@@ -70,6 +72,9 @@ use crate::sql::{ident, object_name, DIALECT};
 use catalog::*;
 use fragments::*;
 use report::*;
+use row_security::*;
+
+pub use row_security::{owner_role, TableSecurity, OWNER_SUFFIX};
 
 /// The schema only the installing role can read: the identity key and the installed version.
 pub const PRIVATE_SCHEMA: &str = "rowgate_private";
@@ -107,6 +112,10 @@ const HOLE: &str = ":Hole";
 
 const VIEW_TEMPLATE: &str =
     "CREATE VIEW rowgate.t WITH (security_barrier = true) AS SELECT c FROM s WHERE :Hole";
+
+/// A row-security table's view: no filter, no barrier, so PostgreSQL flattens it into the
+/// query (see `row_security`).
+const PLAIN_VIEW_TEMPLATE: &str = "CREATE VIEW rowgate.t AS SELECT c FROM s";
 
 /// `caller_exists()` runs on every request, so it is PL/pgSQL: its plan is cached per session.
 /// A SQL-language function cannot be inlined when it is SECURITY DEFINER, and is then planned
@@ -154,6 +163,12 @@ pub enum InstallError {
          what it owns (reassign with REASSIGN OWNED BY, or choose another role name)"
     )]
     AgentOwnsObjects { role: String, what: String },
+    #[error(
+        "role {role:?}, which install makes the owner of the permission views, {what}; it may \
+         own nothing but those views (reassign with REASSIGN OWNED BY, or choose another \
+         serving role name)"
+    )]
+    OwnerOwnsObjects { role: String, what: String },
     #[error(
         "table `{table}`: its source {relation} does not exist (no table or view of that name)"
     )]
@@ -252,6 +267,19 @@ pub struct Catalog {
     pub swept_schemas: BTreeSet<String>,
     /// Policy table name → the columns of its source, in table order.
     pub source_columns: BTreeMap<String, Vec<String>>,
+    /// Whether the views' owner role ([`owner_role`]) exists.
+    pub owner_exists: bool,
+    /// Roles the owner role is a member of: revoked, as for the serving role (a membership in
+    /// a table owner's role would exempt it from row-level security).
+    pub owner_member_of: Vec<String>,
+    /// Policy tables fenced by row-level security (see `row_security`): a `rows` rule over a
+    /// base table. The others get a `security_barrier` view.
+    pub row_security: BTreeSet<String>,
+    /// The row-level security state of the sources in `row_security` and of every table that
+    /// holds one of rowgate's policies.
+    pub tables: BTreeMap<QualifiedName, TableSecurity>,
+    /// The relations the row-security tables' rules read: the owner role may SELECT them.
+    pub rule_relations: BTreeSet<QualifiedName>,
     /// The views now in schema `rowgate`.
     pub views: BTreeSet<String>,
 }
@@ -356,9 +384,30 @@ pub async fn inspect(
     };
     if let Some(agent) = role_state(client, role).await? {
         catalog.agent_exists = true;
-        check_owns_nothing(client, role, agent.oid).await?;
+        if let Err(what) = owned_objects(client, role, agent.oid, None).await? {
+            return Err(InstallError::AgentOwnsObjects {
+                role: role.clone(),
+                what,
+            });
+        }
         catalog.agent_member_of = member_of(client, agent.oid).await?.into_iter().collect();
         for privilege in privileges(client, agent.oid).await? {
+            if privilege.kind != "database" {
+                catalog.swept_schemas.insert(privilege.schema);
+            }
+        }
+    }
+    let owner = owner_role(role);
+    if installer == owner {
+        return Err(InstallError::AgentIsInstaller { role: owner });
+    }
+    if let Some(state) = role_state(client, &owner).await? {
+        catalog.owner_exists = true;
+        if let Err(what) = owned_objects(client, &owner, state.oid, Some(VIEW_SCHEMA)).await? {
+            return Err(InstallError::OwnerOwnsObjects { role: owner, what });
+        }
+        catalog.owner_member_of = member_of(client, state.oid).await?.into_iter().collect();
+        for privilege in privileges(client, state.oid).await? {
             if privilege.kind != "database" {
                 catalog.swept_schemas.insert(privilege.schema);
             }
@@ -384,15 +433,33 @@ pub async fn inspect(
                 schema: source.schema.clone(),
             });
         }
-        let columns =
+        let (kind, columns) =
             source_columns(client, source)
                 .await?
                 .ok_or_else(|| InstallError::SourceMissing {
                     table: name.clone(),
                     relation: source.to_string(),
                 })?;
+        if matches!(table.rule, Rule::Rows(_)) && (kind == "r" || kind == "p") {
+            catalog.row_security.insert(name.clone());
+        }
         catalog.swept_schemas.insert(source.schema.clone());
         catalog.source_columns.insert(name.clone(), columns);
+    }
+    let fenced: Vec<&QualifiedName> = catalog
+        .row_security
+        .iter()
+        .filter_map(|name| policy.tables.get(name).map(|t| &t.source))
+        .collect();
+    catalog.tables = table_security(client, &fenced).await?;
+    let fragments = Fragments::new(policy)?;
+    for name in &catalog.row_security {
+        if let Some(rule) = row_security_rule(policy, &fragments, name)? {
+            for relation in rule_relations(client, &rule).await? {
+                catalog.swept_schemas.insert(relation.schema.clone());
+                catalog.rule_relations.insert(relation);
+            }
+        }
     }
     catalog.swept_schemas.remove(VIEW_SCHEMA);
     catalog.swept_schemas.remove(PRIVATE_SCHEMA);
@@ -501,6 +568,7 @@ fn plan(
     let views = ident(VIEW_SCHEMA).to_string();
     let version = quote_literal(&policy.version);
     let fragments = Fragments::new(policy)?;
+    let owner_name = owner_role(&options.agent_role);
     let mut steps = Vec::new();
 
     for setting in SETTINGS {
@@ -617,6 +685,31 @@ fn plan(
             format!("REVOKE {group} FROM {role}"),
         );
     }
+    // The views' owner: no login, no attribute, member of nothing (a membership in a table
+    // owner's role would exempt it from row-level security).
+    let owner = ident(&owner_role(&options.agent_role)).to_string();
+    let owner_attributes = "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+    if catalog.owner_exists {
+        push(
+            &mut steps,
+            format!("altering role {owner}"),
+            format!("ALTER ROLE {owner} WITH {owner_attributes}"),
+        );
+    } else {
+        push(
+            &mut steps,
+            format!("creating role {owner}"),
+            format!("CREATE ROLE {owner} WITH {owner_attributes}"),
+        );
+    }
+    for group in &catalog.owner_member_of {
+        let group = ident(group);
+        push(
+            &mut steps,
+            format!("revoking membership in {group} from {owner}"),
+            format!("REVOKE {group} FROM {owner}"),
+        );
+    }
     // CONNECT again explicitly: a database that revoked it from PUBLIC must still admit the
     // serving role; CREATE and TEMPORARY it gets only through PUBLIC, if at all.
     let database = ident(&catalog.database);
@@ -630,6 +723,11 @@ fn plan(
         format!("granting CONNECT on database {database} to {role}"),
         format!("GRANT CONNECT ON DATABASE {database} TO {role}"),
     );
+    push(
+        &mut steps,
+        format!("revoking privileges on database {database} from {owner}"),
+        format!("REVOKE ALL ON DATABASE {database} FROM {owner}"),
+    );
     // Only the role's own grants: PUBLIC keeps USAGE on public and EXECUTE on functions, which
     // the agent's queries need (e.g. public.cosine_distance behind `<=>`).
     let swept = catalog
@@ -639,18 +737,18 @@ fn plan(
         .chain([PRIVATE_SCHEMA]);
     for schema in swept {
         let schema = ident(schema);
-        let what = format!("revoking privileges in schema {schema} from {role}");
+        let what = format!("revoking privileges in schema {schema} from {role} and {owner}");
         for kind in ["TABLES", "SEQUENCES", "ROUTINES"] {
             push(
                 &mut steps,
                 &what,
-                format!("REVOKE ALL ON ALL {kind} IN SCHEMA {schema} FROM {role}"),
+                format!("REVOKE ALL ON ALL {kind} IN SCHEMA {schema} FROM {role}, {owner}"),
             );
         }
         push(
             &mut steps,
             &what,
-            format!("REVOKE ALL ON SCHEMA {schema} FROM {role}"),
+            format!("REVOKE ALL ON SCHEMA {schema} FROM {role}, {owner}"),
         );
     }
 
@@ -762,18 +860,69 @@ fn plan(
             }
         };
         let what = format!("creating view {view}");
-        let create = view_sql(
-            name,
-            &table.source,
-            &columns,
-            distinct,
-            fragments.gated(rule),
-            &what,
-        )?;
+        let fenced = catalog.row_security.contains(name);
+        let create = if fenced {
+            let rule = row_security_rule(policy, &fragments, name)?.ok_or_else(|| {
+                template(&what, "a row-security table's rule is not a `rows` rule")
+            })?;
+            let state = catalog.tables.get(&table.source);
+            row_security::plan_table(&mut steps, &table.source, state, &owner_name, rule)?;
+            view_sql(name, &table.source, &columns, false, None, &what)?
+        } else {
+            view_sql(
+                name,
+                &table.source,
+                &columns,
+                distinct,
+                Some(fragments.gated(rule)),
+                &what,
+            )?
+        };
         // DROP then CREATE: CREATE OR REPLACE VIEW cannot drop or reorder columns. No CASCADE:
         // an object built on a permission view makes install fail rather than vanish.
         push(&mut steps, &what, format!("DROP VIEW IF EXISTS {view}"));
-        push(&mut steps, what, create);
+        push(&mut steps, &what, create);
+        if fenced {
+            push(
+                &mut steps,
+                what,
+                format!("ALTER VIEW {view} OWNER TO {owner}"),
+            );
+        }
+    }
+    // Tables that hold rowgate's policies but are no longer fenced by them.
+    let fenced_sources: BTreeSet<&QualifiedName> = catalog
+        .row_security
+        .iter()
+        .filter_map(|name| policy.tables.get(name).map(|t| &t.source))
+        .collect();
+    for (table, state) in &catalog.tables {
+        if !fenced_sources.contains(table) {
+            row_security::plan_leaving(&mut steps, table, state);
+        }
+    }
+    // What the owner reads: the fenced tables and the relations their rules read.
+    let readable: BTreeSet<&QualifiedName> = fenced_sources
+        .iter()
+        .copied()
+        .chain(catalog.rule_relations.iter())
+        .collect();
+    let schemas: BTreeSet<&str> = readable.iter().map(|t| t.schema.as_str()).collect();
+    for schema in schemas {
+        let schema = ident(schema);
+        push(
+            &mut steps,
+            format!("granting USAGE on schema {schema} to {owner}"),
+            format!("GRANT USAGE ON SCHEMA {schema} TO {owner}"),
+        );
+    }
+    for table in readable {
+        let shown = object_name(&[&table.schema, &table.name]);
+        push(
+            &mut steps,
+            format!("granting SELECT on {shown} to {owner}"),
+            format!("GRANT SELECT ON {shown} TO {owner}"),
+        );
     }
 
     // Grants last, after everything they name exists: first take away whatever the role or
@@ -836,9 +985,10 @@ fn check_options(options: &InstallOptions) -> Result<(), InstallError> {
     if role.is_empty() {
         return bad("it is empty");
     }
-    if role.len() > 63 {
-        // PostgreSQL would silently truncate it, and then look-ups by the full name miss.
-        return bad("it is longer than 63 bytes");
+    if role.len() + OWNER_SUFFIX.len() > 63 {
+        // PostgreSQL would silently truncate it (or the views' owner, named after it), and
+        // then look-ups by the full name miss.
+        return bad("it is longer than 57 bytes");
     }
     if role.contains('\0') {
         return bad("it contains a NUL character");

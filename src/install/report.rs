@@ -12,6 +12,14 @@ pub(super) struct Snapshot {
     pub(super) role: Option<RoleState>,
     pub(super) member_of: BTreeSet<String>,
     pub(super) privileges: BTreeSet<Privilege>,
+    /// The same three for the views' owner role.
+    pub(super) owner: Option<RoleState>,
+    pub(super) owner_member_of: BTreeSet<String>,
+    pub(super) owner_privileges: BTreeSet<Privilege>,
+    /// "<policy> on <table>" → its definition, for rowgate's row-level security policies.
+    pub(super) policies: BTreeMap<String, String>,
+    /// Tables with row-level security enabled.
+    pub(super) row_security: BTreeSet<String>,
     /// A digest of the stored key, to tell a changed key without holding it.
     pub(super) key_digest: Option<Vec<u8>>,
     pub(super) version: Option<String>,
@@ -34,6 +42,7 @@ impl Snapshot {
             .query(
                 "SELECT c.relname::text, \
                         pg_catalog.pg_get_viewdef(c.oid) || coalesce(c.reloptions::text, '') \
+                        || ' owned by ' || pg_catalog.pg_get_userbyid(c.relowner) \
                  FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relkind = 'v'",
@@ -59,14 +68,41 @@ impl Snapshot {
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
-        let role_state = role_state(client, role).await?;
-        let (member_of, privileges) = match &role_state {
-            Some(state) => (
-                member_of(client, state.oid).await?,
-                privileges(client, state.oid).await?,
-            ),
-            None => (BTreeSet::new(), BTreeSet::new()),
-        };
+        let (role_state, member_of, privileges) = role_snapshot(client, role).await?;
+        let (owner, owner_member_of, mut owner_privileges) =
+            role_snapshot(client, &owner_role(role)).await?;
+        // An owner's rights on its own views are implicit; they show up as grants only once
+        // someone else is granted one. Not a change of what it may read.
+        owner_privileges.retain(|p| p.schema != VIEW_SCHEMA);
+        let policies = client
+            .query(
+                "SELECT p.policyname::text || ' on ' \
+                        || pg_catalog.quote_ident(p.schemaname) || '.' \
+                        || pg_catalog.quote_ident(p.tablename), \
+                        p.permissive || ' ' || p.cmd || ' TO ' || p.roles::text \
+                        || ' USING ' || coalesce(p.qual, '') \
+                        || ' WITH CHECK ' || coalesce(p.with_check, '') \
+                 FROM pg_catalog.pg_policies p WHERE p.policyname = ANY ($1)",
+                &[&row_security::POLICIES.to_vec()],
+            )
+            .await
+            .map_err(what())?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let row_security = client
+            .query(
+                "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+                 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relrowsecurity",
+                &[],
+            )
+            .await
+            .map_err(what())?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
         let has = |table: &'static str| async move {
             client
                 .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&table])
@@ -102,6 +138,11 @@ impl Snapshot {
             role: role_state,
             member_of,
             privileges,
+            owner,
+            owner_member_of,
+            owner_privileges,
+            policies,
+            row_security,
             key_digest,
             version,
         })
@@ -135,45 +176,15 @@ impl Snapshot {
             }
         }
 
-        match (&self.role, &after.role) {
-            (None, Some(_)) => changes.push(format!("created role {role}")),
-            (Some(before), Some(now)) => {
-                let flags = [
-                    (before.login, now.login, "LOGIN", "NOLOGIN"),
-                    (before.superuser, now.superuser, "SUPERUSER", "NOSUPERUSER"),
-                    (before.create_db, now.create_db, "CREATEDB", "NOCREATEDB"),
-                    (
-                        before.create_role,
-                        now.create_role,
-                        "CREATEROLE",
-                        "NOCREATEROLE",
-                    ),
-                    (
-                        before.replication,
-                        now.replication,
-                        "REPLICATION",
-                        "NOREPLICATION",
-                    ),
-                    (
-                        before.bypass_rls,
-                        now.bypass_rls,
-                        "BYPASSRLS",
-                        "NOBYPASSRLS",
-                    ),
-                ];
-                let altered: Vec<&str> = flags
-                    .iter()
-                    .filter(|(was, is, _, _)| was != is)
-                    .map(|(_, is, yes, no)| if *is { *yes } else { *no })
-                    .collect();
-                if altered.is_empty() {
-                    unchanged.push(format!("role {role}"));
-                } else {
-                    changes.push(format!("altered role {role}: {}", altered.join(" ")));
-                }
-            }
-            _ => {}
-        }
+        role_changes(&role, &self.role, &after.role, &mut changes, &mut unchanged);
+        let owner = ident(&owner_role(&options.agent_role)).to_string();
+        role_changes(
+            &owner,
+            &self.owner,
+            &after.owner,
+            &mut changes,
+            &mut unchanged,
+        );
         if options.agent_password.is_some() {
             // A SCRAM verifier is salted, so whether it is the same password cannot be seen.
             changes.push(format!("set the password of role {role}"));
@@ -212,11 +223,45 @@ impl Snapshot {
             ));
         }
 
-        for privilege in self.privileges.difference(&after.privileges) {
-            changes.push(format!("revoked {privilege} from {role}"));
+        for group in self.owner_member_of.difference(&after.owner_member_of) {
+            changes.push(format!(
+                "revoked membership in {} from {owner}",
+                ident(group)
+            ));
         }
-        for privilege in after.privileges.difference(&self.privileges) {
-            changes.push(format!("granted {privilege} to {role}"));
+        for table in after.row_security.difference(&self.row_security) {
+            changes.push(format!("enabled row-level security on {table}"));
+        }
+        for table in self.row_security.difference(&after.row_security) {
+            changes.push(format!("disabled row-level security on {table}"));
+        }
+        for (name, definition) in &after.policies {
+            match self.policies.get(name) {
+                None => changes.push(format!("created policy {name}")),
+                Some(previous) if previous != definition => {
+                    changes.push(format!("replaced policy {name}"))
+                }
+                Some(_) => unchanged.push(format!("policy {name}")),
+            }
+        }
+        for name in self
+            .policies
+            .keys()
+            .filter(|p| !after.policies.contains_key(*p))
+        {
+            changes.push(format!("dropped policy {name}"));
+        }
+
+        for (who, before, now) in [
+            (&role, &self.privileges, &after.privileges),
+            (&owner, &self.owner_privileges, &after.owner_privileges),
+        ] {
+            for privilege in before.difference(now) {
+                changes.push(format!("revoked {privilege} from {who}"));
+            }
+            for privilege in now.difference(before) {
+                changes.push(format!("granted {privilege} to {who}"));
+            }
         }
 
         InstallReport {
@@ -225,5 +270,67 @@ impl Snapshot {
             changes,
             unchanged,
         }
+    }
+}
+
+type RoleSnapshot = (Option<RoleState>, BTreeSet<String>, BTreeSet<Privilege>);
+
+async fn role_snapshot(client: &Client, role: &str) -> Result<RoleSnapshot, InstallError> {
+    Ok(match role_state(client, role).await? {
+        Some(state) => {
+            let member_of = member_of(client, state.oid).await?;
+            let privileges = privileges(client, state.oid).await?;
+            (Some(state), member_of, privileges)
+        }
+        None => (None, BTreeSet::new(), BTreeSet::new()),
+    })
+}
+
+/// "created role r", "altered role r: NOLOGIN", or "role r" among the unchanged.
+fn role_changes(
+    role: &str,
+    before: &Option<RoleState>,
+    after: &Option<RoleState>,
+    changes: &mut Vec<String>,
+    unchanged: &mut Vec<String>,
+) {
+    match (before, after) {
+        (None, Some(_)) => changes.push(format!("created role {role}")),
+        (Some(before), Some(now)) => {
+            let flags = [
+                (before.login, now.login, "LOGIN", "NOLOGIN"),
+                (before.superuser, now.superuser, "SUPERUSER", "NOSUPERUSER"),
+                (before.create_db, now.create_db, "CREATEDB", "NOCREATEDB"),
+                (
+                    before.create_role,
+                    now.create_role,
+                    "CREATEROLE",
+                    "NOCREATEROLE",
+                ),
+                (
+                    before.replication,
+                    now.replication,
+                    "REPLICATION",
+                    "NOREPLICATION",
+                ),
+                (
+                    before.bypass_rls,
+                    now.bypass_rls,
+                    "BYPASSRLS",
+                    "NOBYPASSRLS",
+                ),
+            ];
+            let altered: Vec<&str> = flags
+                .iter()
+                .filter(|(was, is, _, _)| was != is)
+                .map(|(_, is, yes, no)| if *is { *yes } else { *no })
+                .collect();
+            if altered.is_empty() {
+                unchanged.push(format!("role {role}"));
+            } else {
+                changes.push(format!("altered role {role}: {}", altered.join(" ")));
+            }
+        }
+        _ => {}
     }
 }

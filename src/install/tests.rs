@@ -277,3 +277,55 @@ fn dollar_quoting_picks_a_tag_the_body_lacks() {
         "$rowgate1$'$rowgate' || '$'$rowgate1$"
     );
 }
+
+#[test]
+fn base_tables_get_plain_views_and_row_security_policies() {
+    let policy = demo_policy();
+    let mut catalog = demo_catalog(&policy);
+    catalog.row_security = ["orders".to_string(), "customers".to_string()].into();
+    // `customers` already has row-level security of the operator's own: no pass-through.
+    let customers = QualifiedName {
+        schema: "public".into(),
+        name: "customers".into(),
+    };
+    catalog.tables.insert(
+        customers,
+        TableSecurity {
+            enabled: true,
+            policies: ["theirs".to_string()].into(),
+        },
+    );
+    let plan = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap();
+    assert_eq!(
+        view_of(&plan, "orders"),
+        "CREATE VIEW rowgate.orders AS \
+         SELECT id, user_id, total, placed_at, status, metadata FROM public.orders"
+    );
+    let has = |sql: &str| plan.iter().any(|s| s == sql);
+    assert!(has("ALTER VIEW rowgate.orders OWNER TO rowgate_agent_owner"));
+    assert!(has("ALTER TABLE public.orders ENABLE ROW LEVEL SECURITY"));
+    assert!(has(
+        "CREATE POLICY rowgate_others ON public.orders AS PERMISSIVE FOR ALL TO PUBLIC \
+         USING (true) WITH CHECK (true)"
+    ));
+    assert!(has(
+        "CREATE POLICY rowgate_rows ON public.orders AS RESTRICTIVE FOR SELECT TO \
+         rowgate_agent_owner USING ((SELECT rowgate.caller_id()) IS NOT NULL AND \
+         (user_id = (SELECT rowgate.caller_id())))"
+    ));
+    // IN (subquery) became = ANY (ARRAY(subquery)), at every level.
+    assert!(has(
+        "CREATE POLICY rowgate_rows ON public.customers AS RESTRICTIVE FOR SELECT TO \
+         rowgate_agent_owner USING ((SELECT rowgate.caller_id()) IS NOT NULL AND \
+         (department = ANY(ARRAY(SELECT department FROM permissions WHERE allowed_role = \
+         ANY(ARRAY(SELECT role FROM user_roles WHERE user_id = (SELECT rowgate.caller_id())))))))"
+    ));
+    assert!(!plan.iter().any(|s| s.contains("ALTER TABLE public.customers")));
+    assert!(!plan
+        .iter()
+        .any(|s| s.contains("rowgate_others ON public.customers")));
+    assert!(has("GRANT SELECT ON public.orders TO rowgate_agent_owner"));
+    // The others keep their barrier views, owned by the installer.
+    assert!(view_of(&plan, "invoices").contains("security_barrier = true"));
+    assert!(!has("ALTER VIEW rowgate.invoices OWNER TO rowgate_agent_owner"));
+}

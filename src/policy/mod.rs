@@ -93,7 +93,7 @@ pub struct Subject {
 }
 
 /// A schema-qualified relation name, folded as PostgreSQL would.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct QualifiedName {
     pub schema: String,
     pub name: String,

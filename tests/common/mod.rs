@@ -344,11 +344,14 @@ async fn cleanup(name: String, role: String) {
     {
         problems.push(format!("DROP DATABASE {name}: {}", db_message(&e)));
     }
-    if let Err(e) = server
-        .batch_execute(&format!("DROP ROLE IF EXISTS {role_ident}"))
-        .await
-    {
-        problems.push(format!("DROP ROLE {role}: {}", db_message(&e)));
+    // The views' owner after the database: its only objects were there.
+    for role in [role.clone(), rowgate::install::owner_role(&role)] {
+        if let Err(e) = server
+            .batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\""))
+            .await
+        {
+            problems.push(format!("DROP ROLE {role}: {}", db_message(&e)));
+        }
     }
     if !problems.is_empty() && !std::thread::panicking() {
         panic!("clean-up failed: {}", problems.join("; "));

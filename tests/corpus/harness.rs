@@ -186,8 +186,8 @@ impl CorpusDb {
 
     /// The RLS arm: a login role that owns nothing and may read the base tables, every one of
     /// which gets row-level security with the policy file's rule, the caller's id read from
-    /// [`RLS_SETTING`]. The rowgate views are unaffected: their owner (the superuser running
-    /// install) bypasses row-level security.
+    /// [`RLS_SETTING`]. The rowgate views are unaffected: rowgate's policies name only its own
+    /// owner role, and these only this role.
     pub async fn enable_rls(&self) -> Vec<(String, String)> {
         let rls = quote_ident(&self.rls);
         let mut statements = vec![
@@ -214,7 +214,13 @@ impl CorpusDb {
                 ),
                 format!("GRANT SELECT ON {source} TO {rls}"),
                 format!("ALTER TABLE {source} ENABLE ROW LEVEL SECURITY"),
-                format!("CREATE POLICY rg_corpus ON {source} FOR SELECT TO {rls} USING ({rule})"),
+                // Permissive `true` and the rule as RESTRICTIVE: other permissive policies
+                // (rowgate's pass-through for every role) cannot widen the rule then.
+                format!("CREATE POLICY rg_corpus_all ON {source} FOR SELECT TO {rls} USING (true)"),
+                format!(
+                    "CREATE POLICY rg_corpus ON {source} AS RESTRICTIVE FOR SELECT TO {rls} \
+                     USING ({rule})"
+                ),
             ]);
             rules.push((table.name.clone(), rule));
         }
@@ -231,7 +237,11 @@ impl CorpusDb {
         self.torn_down = true;
         cleanup(
             self.name.clone(),
-            vec![self.agent.clone(), self.rls.clone()],
+            vec![
+                self.agent.clone(),
+                rowgate::install::owner_role(&self.agent),
+                self.rls.clone(),
+            ],
         )
         .await;
     }
@@ -244,7 +254,11 @@ impl Drop for CorpusDb {
         }
         let (name, roles) = (
             self.name.clone(),
-            vec![self.agent.clone(), self.rls.clone()],
+            vec![
+                self.agent.clone(),
+                rowgate::install::owner_role(&self.agent),
+                self.rls.clone(),
+            ],
         );
         // Drop runs inside the test's runtime, which cannot block on itself.
         let _ = std::thread::spawn(move || {

@@ -1,0 +1,332 @@
+//! The fence for policy tables whose source is a base table and whose rule is `rows`:
+//! row-level security policies for a dedicated owner role, read through plain views it owns.
+//!
+//! Why not a `security_barrier` view, as for view sources: PostgreSQL plans such a view as a
+//! separate subquery, so it cannot push a join key into it (no parameterized index scan) nor
+//! let an outer `ORDER BY ... LIMIT` walk an index through it; BENCHMARKS.md measured 168x and
+//! 41x the hand-written query for those two shapes at scale. A plain view is flattened into the
+//! agent's query like the table itself, and the rule holds as a row-level security qual, which
+//! PostgreSQL evaluates before every predicate of the query that is not leakproof (layer 5,
+//! the same guarantee a `security_barrier` view gives) while still using it for index scans.
+//!
+//! Per such table T:
+//! * the owner role `<serving role>_owner` (NOLOGIN, no attribute, member of nothing) may
+//!   SELECT T and the relations the rules read, and owns `rowgate.T`, a plain view of T's
+//!   shown columns, so T is read with the owner's rights and the owner's policies;
+//! * row-level security is enabled on T, with `rowgate_reads` (permissive, SELECT, TO owner,
+//!   `true`) and `rowgate_rows` (restrictive, SELECT, TO owner, the gated rule): the owner
+//!   sees exactly the rule's rows, whatever other policies T has;
+//! * when install is what enabled row-level security on T, `rowgate_others` (permissive, ALL,
+//!   TO PUBLIC, `true`) lets every other role see and write what it did before. Its presence
+//!   records that install enabled it, so a table that leaves the policy gets it disabled again.
+//!
+//! A rule's own subqueries read tables as the owner too, so a rule that reads another policy
+//! table sees only that table's rows for the caller: stricter, never wider.
+
+use super::*;
+
+/// The restrictive policy holding the table's rule.
+pub(super) const ROWS_POLICY: &str = "rowgate_rows";
+/// The permissive policy that lets the owner role through to the restrictive one.
+pub(super) const READS_POLICY: &str = "rowgate_reads";
+/// The pass-through policy for every other role, on tables where install enabled RLS.
+pub(super) const OTHERS_POLICY: &str = "rowgate_others";
+pub(super) const POLICIES: [&str; 3] = [ROWS_POLICY, READS_POLICY, OTHERS_POLICY];
+
+const ROWS_TEMPLATE: &str =
+    "CREATE POLICY rowgate_rows ON t AS RESTRICTIVE FOR SELECT TO r USING (:Hole)";
+
+/// The role that owns the row-security views: the serving role's name with this suffix.
+pub const OWNER_SUFFIX: &str = "_owner";
+
+/// The owner role of the views of serving role `agent_role`.
+pub fn owner_role(agent_role: &str) -> String {
+    format!("{agent_role}{OWNER_SUFFIX}")
+}
+
+/// A table's row-level security state, as install found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableSecurity {
+    /// `relrowsecurity`.
+    pub enabled: bool,
+    /// The names of every policy on the table, rowgate's and others.
+    pub policies: BTreeSet<String>,
+}
+
+impl TableSecurity {
+    /// Install enabled row-level security here (it left its pass-through policy).
+    fn enabled_by_install(&self) -> bool {
+        self.enabled && self.policies.contains(OTHERS_POLICY)
+    }
+
+    fn has_foreign_policies(&self) -> bool {
+        self.policies
+            .iter()
+            .any(|p| !POLICIES.contains(&p.as_str()))
+    }
+}
+
+/// The state of every table that holds one of rowgate's policies, and of `sources`.
+pub(super) async fn table_security(
+    client: &Client,
+    sources: &[&QualifiedName],
+) -> Result<BTreeMap<QualifiedName, TableSecurity>, InstallError> {
+    let schemas: Vec<&str> = sources.iter().map(|s| s.schema.as_str()).collect();
+    let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    let rows = client
+        .query(
+            "WITH wanted AS ( \
+                 SELECT c.oid FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) \
+                      AS s(schema, name) \
+                   ON s.schema = n.nspname AND s.name = c.relname \
+                 UNION \
+                 SELECT polrelid FROM pg_catalog.pg_policy WHERE polname = ANY ($3)) \
+             SELECT n.nspname::text, c.relname::text, c.relrowsecurity, \
+                    ARRAY(SELECT polname::text FROM pg_catalog.pg_policy WHERE polrelid = c.oid) \
+             FROM wanted w JOIN pg_catalog.pg_class c ON c.oid = w.oid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p')",
+            &[&schemas, &names, &POLICIES.to_vec()],
+        )
+        .await
+        .map_err(db("reading the tables' row-level security"))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let name = QualifiedName {
+                schema: row.get(0),
+                name: row.get(1),
+            };
+            let policies: Vec<String> = row.get(3);
+            let state = TableSecurity {
+                enabled: row.get(2),
+                policies: policies.into_iter().collect(),
+            };
+            (name, state)
+        })
+        .collect())
+}
+
+/// The relations `rule` reads, as install's `search_path` resolves them, outside the system
+/// schemas (which PUBLIC reads anyway). Names that resolve to nothing (a CTE of the rule) are
+/// left out: were one a missing table, creating the policy fails and says so.
+pub(super) async fn rule_relations(
+    client: &Client,
+    rule: &Expr,
+) -> Result<BTreeSet<QualifiedName>, InstallError> {
+    let mut names = BTreeSet::new();
+    let _ = visit_relations(rule, |name| {
+        names.insert(name.to_string());
+        ControlFlow::<()>::Continue(())
+    });
+    let mut resolved = BTreeSet::new();
+    for name in names {
+        let row = client
+            .query_opt(
+                "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = pg_catalog.to_regclass($1) \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+                &[&name],
+            )
+            .await
+            .map_err(db(format!("resolving relation {name} of a rule")))?;
+        if let Some(row) = row {
+            resolved.insert(QualifiedName {
+                schema: row.get(0),
+                name: row.get(1),
+            });
+        }
+    }
+    Ok(resolved)
+}
+
+/// `x IN (SELECT e ...)` → `x = ANY (ARRAY(SELECT e ...))`, everywhere in the rule. The two
+/// are equal for every row, NULLs included, but PostgreSQL keeps a row-security qual's
+/// sublink as a per-row subplan, while the array form is computed once (an InitPlan) and is
+/// an index condition: the difference between a sequential scan and an index scan for a
+/// caller who sees few rows. Row-valued left sides and several-column subqueries stay as
+/// they are, as do `NOT IN`s (no index would serve them).
+pub(super) fn indexable(rule: Expr) -> Result<Expr, InstallError> {
+    let mut rule = rule;
+    let mut arrays = ToArrays { error: None };
+    let _ = VisitMut::visit(&mut rule, &mut arrays);
+    match arrays.error {
+        Some(error) => Err(error),
+        None => Ok(rule),
+    }
+}
+
+struct ToArrays {
+    error: Option<InstallError>,
+}
+
+impl VisitorMut for ToArrays {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::InSubquery {
+            expr: left,
+            subquery,
+            negated: false,
+        } = &*expr
+        else {
+            return ControlFlow::Continue(());
+        };
+        if matches!(left.as_ref(), Expr::Tuple(_)) || !single_column(subquery) {
+            return ControlFlow::Continue(());
+        }
+        let what = "a rule's IN (subquery) as an array";
+        let mut array = match parse_expr(ATTRIBUTE_ARRAY, what) {
+            Ok(array) => array,
+            Err(error) => {
+                self.error = Some(error);
+                return ControlFlow::Break(());
+            }
+        };
+        if let Err(error) = fill(&mut array, Filling::Query(subquery.clone()), what) {
+            self.error = Some(error);
+            return ControlFlow::Break(());
+        }
+        *expr = Expr::AnyOp {
+            left: left.clone(),
+            compare_op: BinaryOperator::Eq,
+            right: Box::new(array),
+            is_some: false,
+        };
+        ControlFlow::Continue(())
+    }
+}
+
+fn single_column(query: &Query) -> bool {
+    match query.body.as_ref() {
+        SetExpr::Select(select) => matches!(
+            select.projection.as_slice(),
+            [SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }]
+        ),
+        SetExpr::Query(inner) => single_column(inner),
+        _ => false,
+    }
+}
+
+/// `CREATE POLICY rowgate_rows ON <table> AS RESTRICTIVE FOR SELECT TO <owner> USING (<rule>)`.
+pub(super) fn rows_policy_sql(
+    table: &QualifiedName,
+    owner: &str,
+    rule: Expr,
+    what: &str,
+) -> Result<String, InstallError> {
+    let mut statement = parse_statement(ROWS_TEMPLATE, what)?;
+    let Statement::CreatePolicy(policy) = &mut statement else {
+        return Err(template(what, "the policy template is not CREATE POLICY"));
+    };
+    policy.table_name = object_name(&[&table.schema, &table.name]);
+    policy.to = Some(vec![Owner::Ident(ident(owner))]);
+    fill(&mut statement, Filling::Expr(Box::new(rule)), what)?;
+    printed(&statement, what)
+}
+
+/// The steps that fence `table` for `owner` with `rule` (gated, made indexable).
+pub(super) fn plan_table(
+    steps: &mut Vec<Step>,
+    table: &QualifiedName,
+    state: Option<&TableSecurity>,
+    owner: &str,
+    rule: Expr,
+) -> Result<(), InstallError> {
+    let shown = object_name(&[&table.schema, &table.name]);
+    let owner_ident = ident(owner);
+    let enabled = state.is_some_and(|s| s.enabled);
+    if !enabled {
+        push(
+            steps,
+            format!("enabling row-level security on {shown}"),
+            format!("ALTER TABLE {shown} ENABLE ROW LEVEL SECURITY"),
+        );
+    }
+    if !enabled || state.is_some_and(TableSecurity::enabled_by_install) {
+        let what = format!("keeping every other role's rows on {shown}");
+        push(
+            steps,
+            &what,
+            format!("DROP POLICY IF EXISTS {OTHERS_POLICY} ON {shown}"),
+        );
+        push(
+            steps,
+            what,
+            format!(
+                "CREATE POLICY {OTHERS_POLICY} ON {shown} AS PERMISSIVE FOR ALL TO PUBLIC \
+                 USING (true) WITH CHECK (true)"
+            ),
+        );
+    }
+    let what = format!("creating policy {READS_POLICY} on {shown}");
+    push(
+        steps,
+        &what,
+        format!("DROP POLICY IF EXISTS {READS_POLICY} ON {shown}"),
+    );
+    push(
+        steps,
+        what,
+        format!(
+            "CREATE POLICY {READS_POLICY} ON {shown} AS PERMISSIVE FOR SELECT TO {owner_ident} \
+             USING (true)"
+        ),
+    );
+    let what = format!("creating policy {ROWS_POLICY} on {shown}");
+    push(
+        steps,
+        &what,
+        format!("DROP POLICY IF EXISTS {ROWS_POLICY} ON {shown}"),
+    );
+    let create = rows_policy_sql(table, owner, rule, &what)?;
+    push(steps, what, create);
+    Ok(())
+}
+
+/// The steps that take rowgate's policies off a table no longer fenced by them, and disable
+/// row-level security again where install enabled it and no other policy relies on it.
+pub(super) fn plan_leaving(steps: &mut Vec<Step>, table: &QualifiedName, state: &TableSecurity) {
+    let shown = object_name(&[&table.schema, &table.name]);
+    for policy in [ROWS_POLICY, READS_POLICY] {
+        if state.policies.contains(policy) {
+            push(
+                steps,
+                format!("dropping policy {policy} on {shown}"),
+                format!("DROP POLICY {policy} ON {shown}"),
+            );
+        }
+    }
+    if state.enabled_by_install() && !state.has_foreign_policies() {
+        push(
+            steps,
+            format!("dropping policy {OTHERS_POLICY} on {shown}"),
+            format!("DROP POLICY {OTHERS_POLICY} ON {shown}"),
+        );
+        push(
+            steps,
+            format!("disabling row-level security on {shown}"),
+            format!("ALTER TABLE {shown} DISABLE ROW LEVEL SECURITY"),
+        );
+    }
+}
+
+/// The rule of policy table `name` as its row-security policy holds it: substituted, made
+/// indexable and gated. `None` for a table whose rule is not `rows`.
+pub(super) fn row_security_rule(
+    policy: &Policy,
+    fragments: &Fragments<'_>,
+    name: &str,
+) -> Result<Option<Expr>, InstallError> {
+    let Some(table) = policy.tables.get(name) else {
+        return Ok(None);
+    };
+    let Rule::Rows(fragment) = &table.rule else {
+        return Ok(None);
+    };
+    let rule = fragments.substitute_expr(&fragment.ast, &format!("table `{name}` rows"))?;
+    Ok(Some(fragments.gated(indexable(rule)?)))
+}
