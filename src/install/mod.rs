@@ -1013,9 +1013,13 @@ fn check_options(options: &InstallOptions) -> Result<(), InstallError> {
 /// `rowgate.caller_id()`: fixed text (no policy fragment). PL/pgSQL because it must raise.
 ///
 /// The format check comes first so that nothing but `<even-length lowercase hex>.<64 hex>`
-/// reaches `decode` or `convert_from`. The digest is the one [`IdentityKey::sign`] makes:
-/// sha256(key ‖ payload as ASCII). `search_path` is pinned because the function runs with its
-/// owner's rights; the only table it reads is schema-qualified anyway.
+/// reaches `decode` or `convert_from`: exactly one dot (the value is the two parts joined),
+/// and nothing but the sixteen hex digits in either part. It is written with `ltrim` rather
+/// than the equivalent regular expression because the function runs once per policy-table
+/// reference of every query: measured on PostgreSQL 15, the regular expression was 40% of
+/// its time (13 µs a call, 7 µs without). The digest is the one [`IdentityKey::sign`] makes:
+/// sha256(key ‖ payload as ASCII). `search_path` is pinned because the function runs with
+/// its owner's rights; the only table it reads is schema-qualified anyway.
 fn caller_id_sql() -> String {
     format!(
         "CREATE OR REPLACE FUNCTION rowgate.caller_id() RETURNS text
@@ -1024,17 +1028,22 @@ SET search_path = pg_catalog, pg_temp
 AS $rowgate$
 DECLARE
     signed text := pg_catalog.current_setting({setting}, true);
-    payload text;
+    payload text := pg_catalog.split_part(signed, '.', 1);
+    digest text := pg_catalog.split_part(signed, '.', 2);
     secret bytea;
 BEGIN
-    IF signed IS NULL OR signed !~ '^([0-9a-f][0-9a-f])+[.][0-9a-f]{{64}}$' THEN
+    IF signed IS NULL
+       OR signed <> payload || '.' || digest
+       OR pg_catalog.length(digest) <> 64
+       OR payload = ''
+       OR pg_catalog.length(payload) % 2 <> 0
+       OR pg_catalog.ltrim(payload || digest, '0123456789abcdef') <> '' THEN
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {message};
     END IF;
-    payload := pg_catalog.split_part(signed, '.', 1);
     SELECT k.key INTO secret FROM rowgate_private.identity_key AS k;
     IF secret IS NULL
        OR pg_catalog.encode(pg_catalog.sha256(secret || pg_catalog.convert_to(payload, 'UTF8')), 'hex')
-          <> pg_catalog.split_part(signed, '.', 2) THEN
+          <> digest THEN
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {message};
     END IF;
     RETURN pg_catalog.convert_from(pg_catalog.decode(payload, 'hex'), 'UTF8');
