@@ -160,7 +160,9 @@ const ROLE: &str =
 const VIEWS_OWNER: &str = "
 SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, r.rolcanlogin,
        ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-             WHERE m.member = r.oid ORDER BY 1)
+             WHERE m.member = r.oid ORDER BY 1),
+       ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.member
+             WHERE m.roleid = r.oid ORDER BY 1)
 FROM pg_roles r WHERE r.rolname = current_user || $1";
 
 /// Relations outside rowgate's schema that the role can read: should be none.
@@ -215,6 +217,7 @@ pub(crate) async fn check_role(
     {
         let name: String = owner.get(0);
         let member_of: Vec<String> = owner.get(4);
+        let members: Vec<String> = owner.get(5);
         let problem = if owner.get::<_, bool>(1) {
             Some("is a superuser, which ignores row-level security".to_string())
         } else if owner.get::<_, bool>(2) {
@@ -226,6 +229,12 @@ pub(crate) async fn check_role(
                 "is a member of {}, whose rights it inherits (a table owner's role is exempt \
                  from row-level security)",
                 member_of.join(", ")
+            ))
+        } else if !members.is_empty() {
+            Some(format!(
+                "has members ({}), who inherit its right to read the base tables and the \
+                 tables its rules read",
+                members.join(", ")
             ))
         } else {
             None

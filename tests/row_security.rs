@@ -339,3 +339,186 @@ async fn base_table_views_are_flattened_into_the_query() {
     );
     db.teardown().await;
 }
+
+/// A role made a member of the owner role would inherit its SELECT on the base tables and the
+/// permission tables: install takes the membership away again.
+#[tokio::test]
+async fn install_revokes_memberships_in_the_owner_role() {
+    let db = TestDb::new().await;
+    let owner = owner_role(&db.role);
+    let analyst = format!("{}_analyst", db.role);
+    db.admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{analyst}\" NOLOGIN; GRANT \"{owner}\" TO \"{analyst}\""
+        ))
+        .await
+        .unwrap();
+    let report = reinstall(&db, &common::policy()).await;
+    let members = db
+        .admin_i64(&format!(
+            "SELECT count(*) FROM pg_auth_members WHERE roleid = '\"{owner}\"'::regrole"
+        ))
+        .await;
+    assert_eq!(members, 0, "{report}");
+    db.admin
+        .batch_execute(&format!("DROP ROLE \"{analyst}\""))
+        .await
+        .unwrap();
+    db.teardown().await;
+}
+
+/// Whether `rowgate.<view>` is a security_barrier view.
+async fn is_barrier(db: &TestDb, view: &str) -> bool {
+    db.admin
+        .query_one(
+            "SELECT coalesce('security_barrier=true' = ANY (reloptions), false) \
+             FROM pg_class WHERE oid = $1::text::regclass",
+            &[&format!("rowgate.{view}")],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A rule's subqueries run as the owner role, which row-level security fences too: a rule that
+/// read a fenced table would see only the caller's part of it, and under NOT IN that widens
+/// the rule. Such a table keeps a security_barrier view, whose owner reads the table whole.
+#[tokio::test]
+async fn a_rule_that_reads_a_fenced_table_reads_it_whole() {
+    let db = TestDb::new().await;
+    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
+        .unwrap()
+        .replace(
+            "rows: \"order_id IN (SELECT id FROM orders WHERE user_id = :user_id)\"",
+            "rows: \"order_id NOT IN (SELECT id FROM orders WHERE status = 'cancelled')\"",
+        );
+    assert!(yaml.contains("NOT IN (SELECT id FROM orders"));
+    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let report = reinstall(&db, &policy).await;
+    let expected = db
+        .admin_i64(
+            "SELECT count(*) FROM public.order_items WHERE order_id NOT IN \
+             (SELECT id FROM public.orders WHERE status = 'cancelled')",
+        )
+        .await;
+    let agent = db.agent().await;
+    for user in ["anne", "bob"] {
+        let seen = agent_count(
+            &agent,
+            &db,
+            user,
+            "",
+            "SELECT count(*) FROM rowgate.order_items",
+        )
+        .await
+        .unwrap();
+        assert_eq!(seen, expected, "{user}: {report}");
+    }
+    assert!(
+        report.notes.iter().any(|n| n.starts_with(
+            "rowgate.order_items is a security_barrier view: its rule reads public.orders"
+        )),
+        "{report}"
+    );
+    assert!(is_barrier(&db, "order_items").await);
+    assert!(!is_barrier(&db, "orders").await);
+    db.teardown().await;
+}
+
+/// Two policy tables over one base table would each need the table's one `rowgate_rows`
+/// policy; both get security_barrier views instead, each with its own rule.
+#[tokio::test]
+async fn two_policy_tables_over_one_table_keep_their_own_rules() {
+    let db = TestDb::new().await;
+    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml")).unwrap()
+        + "  invoices_sales:\n    source: public.invoices\n    rows: \"department = 'Sales'\"\n";
+    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let report = reinstall(&db, &policy).await;
+    let agent = db.agent().await;
+    let bobs = db
+        .admin_i64(&format!(
+            "SELECT count(*) FROM ({}) t",
+            common::reference_table("invoices", "bob")
+        ))
+        .await;
+    let sales = db
+        .admin_i64("SELECT count(*) FROM public.invoices WHERE department = 'Sales'")
+        .await;
+    assert_ne!(bobs, sales);
+    let count = |view: &'static str| {
+        let (agent, db) = (&agent, &db);
+        async move {
+            agent_count(
+                agent,
+                db,
+                "bob",
+                "",
+                &format!("SELECT count(*) FROM rowgate.{view}"),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(count("invoices").await, bobs);
+    assert_eq!(count("invoices_sales").await, sales);
+    assert!(is_barrier(&db, "invoices").await, "{report}");
+    assert!(is_barrier(&db, "invoices_sales").await, "{report}");
+    let policies = db
+        .admin_i64("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.invoices'::regclass")
+        .await;
+    assert_eq!(
+        policies, 0,
+        "install took its policies off invoices: {report}"
+    );
+    db.teardown().await;
+}
+
+/// Policies defined on a table whose row-level security is off do nothing; enabling it would
+/// make them live for every role. Install leaves such a table alone.
+#[tokio::test]
+async fn dormant_policies_of_the_operator_stay_dormant() {
+    let db = TestDb::new().await;
+    let reporter = Reporter::create(&db, "dormant").await;
+    db.admin
+        .batch_execute(
+            "DROP POLICY rowgate_rows ON public.orders; DROP POLICY rowgate_reads ON public.orders; \
+             DROP POLICY rowgate_others ON public.orders; \
+             ALTER TABLE public.orders DISABLE ROW LEVEL SECURITY; \
+             CREATE POLICY theirs ON public.orders AS RESTRICTIVE USING (status = 'paid')",
+        )
+        .await
+        .unwrap();
+    let report = reinstall(&db, &common::policy()).await;
+    let all = db.admin_i64("SELECT count(*) FROM public.orders").await;
+    let seen = reporter
+        .i64(&db, "SELECT count(*) FROM public.orders")
+        .await
+        .unwrap();
+    assert_eq!(
+        seen, all,
+        "the operator's restrictive policy is still not live"
+    );
+    let agent = db.agent().await;
+    let bobs = db
+        .admin_i64("SELECT count(*) FROM public.orders WHERE user_id = 'bob'")
+        .await;
+    let through_view = agent_count(
+        &agent,
+        &db,
+        "bob",
+        "",
+        "SELECT count(*) FROM rowgate.orders",
+    )
+    .await
+    .unwrap();
+    assert_eq!(through_view, bobs);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("rowgate.orders is a security_barrier view")),
+        "{report}"
+    );
+    reporter.drop(&db).await;
+    db.teardown().await;
+}

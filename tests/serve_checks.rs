@@ -115,6 +115,11 @@ async fn refuses_a_views_owner_that_escapes_row_level_security() {
             "REVOKE postgres FROM {o}",
             "member of postgres",
         ),
+        (
+            "GRANT {o} TO postgres",
+            "REVOKE {o} FROM postgres",
+            "has members (postgres)",
+        ),
     ] {
         let sql = |template: &str| template.replace("{o}", &format!("\"{owner}\""));
         db.admin.batch_execute(&sql(break_it)).await.unwrap();

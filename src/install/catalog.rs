@@ -118,6 +118,19 @@ pub(super) async fn member_of(client: &Client, oid: u32) -> Result<BTreeSet<Stri
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// The roles that are members of role `oid`.
+pub(super) async fn members(client: &Client, oid: u32) -> Result<BTreeSet<String>, InstallError> {
+    let rows = client
+        .query(
+            "SELECT m.rolname::text FROM pg_catalog.pg_auth_members a \
+             JOIN pg_catalog.pg_roles m ON m.oid = a.member WHERE a.roleid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(db("reading the members of the views' owner role"))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 /// One explicit privilege of the serving role in this database.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Privilege {

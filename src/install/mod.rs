@@ -6,8 +6,11 @@
 //!   (`identity_key`) and the installed policy version (`installed`);
 //! * schema `rowgate` holding `caller_id()`, which checks the signed caller id the gateway sets
 //!   in each transaction (see [`crate::caller`]) and raises when it is missing or forged,
-//!   `caller_exists()` and `caller_attributes()`, and one `security_barrier` permission view per
-//!   policy table;
+//!   `caller_exists()` and `caller_attributes()`, and one permission view per policy table;
+//! * for a policy table whose source is a base table and whose rule is `rows`: a plain view
+//!   owned by `<serving role>_owner`, the rule as that role's row-level security policy on the
+//!   table (see `row_security`, which says why); for the others (a view as source, a `match`
+//!   rule): a `security_barrier` view owned by the installing role, the rule as its filter;
 //! * the serving role (default `rowgate_agent`): a login that can read those views, call those
 //!   functions, and nothing else.
 //!
@@ -16,10 +19,10 @@
 //! view's column list), and the [`InstallReport`] compares the catalog before and after, so a
 //! second run with the same policy reports nothing changed.
 //!
-//! The permission views are owned by the installing role, so they read base tables with its
-//! rights while the serving role has none on them. Every view first checks that the transaction
-//! carries a validly signed caller (a one-time filter, evaluated before any row), so a query
-//! without one fails instead of seeing anything, whatever the rule.
+//! The permission views read their sources with their owner's rights (the owner role's, or the
+//! installing role's) while the serving role has none on them. Every rule is gated: it first
+//! checks that the transaction carries a validly signed caller (a one-time filter, evaluated
+//! before any row), so a query without one fails instead of seeing anything, whatever the rule.
 //!
 //! SQL that embeds policy fragments is built as sqlparser trees: fixed templates (parsed, never
 //! formatted with policy text) whose holes are filled with the fragments' parsed trees, with
@@ -272,6 +275,9 @@ pub struct Catalog {
     /// Roles the owner role is a member of: revoked, as for the serving role (a membership in
     /// a table owner's role would exempt it from row-level security).
     pub owner_member_of: Vec<String>,
+    /// Roles that are members of the owner role: each loses the membership, which would lend
+    /// it SELECT on the base tables with only the owner's policies between it and the rows.
+    pub owner_members: Vec<String>,
     /// Policy tables fenced by row-level security (see `row_security`): a `rows` rule over a
     /// base table. The others get a `security_barrier` view.
     pub row_security: BTreeSet<String>,
@@ -280,6 +286,9 @@ pub struct Catalog {
     pub tables: BTreeMap<QualifiedName, TableSecurity>,
     /// The relations the row-security tables' rules read: the owner role may SELECT them.
     pub rule_relations: BTreeSet<QualifiedName>,
+    /// Policy table name → why its base table gets a `security_barrier` view rather than
+    /// row-level security, for the report.
+    pub barrier_reasons: BTreeMap<String, String>,
     /// The views now in schema `rowgate`.
     pub views: BTreeSet<String>,
 }
@@ -296,6 +305,8 @@ pub struct InstallReport {
     pub changes: Vec<String>,
     /// Objects install (re)made identically, e.g. "view rowgate.orders".
     pub unchanged: Vec<String>,
+    /// Why a base table was not fenced by row-level security, one line per table.
+    pub notes: Vec<String>,
 }
 
 impl InstallReport {
@@ -321,6 +332,9 @@ impl fmt::Display for InstallReport {
         }
         if !self.unchanged.is_empty() {
             writeln!(f, "  unchanged: {}", self.unchanged.join(", "))?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  note: {note}")?;
         }
         Ok(())
     }
@@ -407,6 +421,7 @@ pub async fn inspect(
             return Err(InstallError::OwnerOwnsObjects { role: owner, what });
         }
         catalog.owner_member_of = member_of(client, state.oid).await?.into_iter().collect();
+        catalog.owner_members = members(client, state.oid).await?.into_iter().collect();
         for privilege in privileges(client, state.oid).await? {
             if privilege.kind != "database" {
                 catalog.swept_schemas.insert(privilege.schema);
@@ -446,20 +461,9 @@ pub async fn inspect(
         catalog.swept_schemas.insert(source.schema.clone());
         catalog.source_columns.insert(name.clone(), columns);
     }
-    let fenced: Vec<&QualifiedName> = catalog
-        .row_security
-        .iter()
-        .filter_map(|name| policy.tables.get(name).map(|t| &t.source))
-        .collect();
-    catalog.tables = table_security(client, &fenced).await?;
-    let fragments = Fragments::new(policy)?;
-    for name in &catalog.row_security {
-        if let Some(rule) = row_security_rule(policy, &fragments, name)? {
-            for relation in rule_relations(client, &rule).await? {
-                catalog.swept_schemas.insert(relation.schema.clone());
-                catalog.rule_relations.insert(relation);
-            }
-        }
+    choose_fenced(client, policy, &mut catalog).await?;
+    for relation in &catalog.rule_relations {
+        catalog.swept_schemas.insert(relation.schema.clone());
     }
     catalog.swept_schemas.remove(VIEW_SCHEMA);
     catalog.swept_schemas.remove(PRIVATE_SCHEMA);
@@ -536,7 +540,13 @@ async fn install_in_transaction(
         }
     }
     let after = Snapshot::read(client, &options.agent_role).await?;
-    Ok(before.report(&after, policy, options))
+    let mut report = before.report(&after, policy, options);
+    report.notes = catalog
+        .barrier_reasons
+        .iter()
+        .map(|(table, why)| format!("rowgate.{table} is a security_barrier view: {why}"))
+        .collect();
+    Ok(report)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -708,6 +718,14 @@ fn plan(
             &mut steps,
             format!("revoking membership in {group} from {owner}"),
             format!("REVOKE {group} FROM {owner}"),
+        );
+    }
+    for member in &catalog.owner_members {
+        let member = ident(member);
+        push(
+            &mut steps,
+            format!("revoking membership in {owner} from {member}"),
+            format!("REVOKE {owner} FROM {member}"),
         );
     }
     // CONNECT again explicitly: a database that revoked it from PUBLIC must still admit the

@@ -269,6 +269,7 @@ impl Snapshot {
             previous_version: self.version.clone(),
             changes,
             unchanged,
+            notes: Vec::new(),
         }
     }
 }

@@ -20,8 +20,12 @@
 //!   TO PUBLIC, `true`) lets every other role see and write what it did before. Its presence
 //!   records that install enabled it, so a table that leaves the policy gets it disabled again.
 //!
-//! A rule's own subqueries read tables as the owner too, so a rule that reads another policy
-//! table sees only that table's rows for the caller: stricter, never wider.
+//! Which base tables are fenced so ([`choose_fenced`]): a rule's subqueries read as the owner
+//! role too, so a rule that reads a fenced table would see only that table's rows for the
+//! caller (wider, not narrower, under `NOT IN`), and one that reads its own table would recurse.
+//! Such tables, tables named by two policy tables (one `rowgate_rows` each), and tables whose
+//! row-level security is off but which hold policies of the operator's (enabling it would make
+//! them live) keep a `security_barrier` view, as view sources do; the report says why.
 
 use super::*;
 
@@ -329,4 +333,74 @@ pub(super) fn row_security_rule(
     };
     let rule = fragments.substitute_expr(&fragment.ast, &format!("table `{name}` rows"))?;
     Ok(Some(fragments.gated(indexable(rule)?)))
+}
+
+/// Narrows `catalog.row_security` (the candidates: `rows` rules over base tables) to the tables
+/// that can be fenced by row-level security, records why the others cannot, and fills
+/// `catalog.tables` and `catalog.rule_relations`. See the module doc.
+pub(super) async fn choose_fenced(
+    client: &Client,
+    policy: &Policy,
+    catalog: &mut Catalog,
+) -> Result<(), InstallError> {
+    let source = |name: &String| policy.tables.get(name).map(|t| &t.source);
+    let mut by_source: BTreeMap<&QualifiedName, Vec<&String>> = BTreeMap::new();
+    for name in &catalog.row_security {
+        if let Some(source) = source(name) {
+            by_source.entry(source).or_default().push(name);
+        }
+    }
+    let sources: Vec<&QualifiedName> = by_source.keys().copied().collect();
+    catalog.tables = table_security(client, &sources).await?;
+    let fragments = Fragments::new(policy)?;
+    let mut reasons = BTreeMap::new();
+    let mut reads = BTreeMap::new();
+    for name in &catalog.row_security {
+        let Some(table) = source(name) else { continue };
+        let sharing = &by_source[table];
+        if sharing.len() > 1 {
+            let others: Vec<String> = sharing.iter().map(|n| format!("`{n}`")).collect();
+            reasons.insert(
+                name.clone(),
+                format!("{table} is the source of {}", others.join(" and ")),
+            );
+            continue;
+        }
+        if let Some(state) = catalog.tables.get(table) {
+            if !state.enabled && state.has_foreign_policies() {
+                reasons.insert(
+                    name.clone(),
+                    format!(
+                        "{table} has row-level security off but policies of its own, which \
+                         enabling it would make live"
+                    ),
+                );
+                continue;
+            }
+        }
+        if let Some(rule) = row_security_rule(policy, &fragments, name)? {
+            reads.insert(name.clone(), rule_relations(client, &rule).await?);
+        }
+    }
+    for (name, relations) in &reads {
+        if let Some(fenced) = relations.iter().find(|r| by_source.contains_key(r)) {
+            reasons.insert(
+                name.clone(),
+                format!(
+                    "its rule reads {fenced}, a policy table's source, which must be read \
+                     whole"
+                ),
+            );
+        }
+    }
+    catalog
+        .row_security
+        .retain(|name| !reasons.contains_key(name));
+    catalog.rule_relations = reads
+        .into_iter()
+        .filter(|(name, _)| catalog.row_security.contains(name))
+        .flat_map(|(_, relations)| relations)
+        .collect();
+    catalog.barrier_reasons = reasons;
+    Ok(())
 }

@@ -302,7 +302,9 @@ fn base_tables_get_plain_views_and_row_security_policies() {
          SELECT id, user_id, total, placed_at, status, metadata FROM public.orders"
     );
     let has = |sql: &str| plan.iter().any(|s| s == sql);
-    assert!(has("ALTER VIEW rowgate.orders OWNER TO rowgate_agent_owner"));
+    assert!(has(
+        "ALTER VIEW rowgate.orders OWNER TO rowgate_agent_owner"
+    ));
     assert!(has("ALTER TABLE public.orders ENABLE ROW LEVEL SECURITY"));
     assert!(has(
         "CREATE POLICY rowgate_others ON public.orders AS PERMISSIVE FOR ALL TO PUBLIC \
@@ -320,12 +322,16 @@ fn base_tables_get_plain_views_and_row_security_policies() {
          (department = ANY(ARRAY(SELECT department FROM permissions WHERE allowed_role = \
          ANY(ARRAY(SELECT role FROM user_roles WHERE user_id = (SELECT rowgate.caller_id())))))))"
     ));
-    assert!(!plan.iter().any(|s| s.contains("ALTER TABLE public.customers")));
+    assert!(!plan
+        .iter()
+        .any(|s| s.contains("ALTER TABLE public.customers")));
     assert!(!plan
         .iter()
         .any(|s| s.contains("rowgate_others ON public.customers")));
     assert!(has("GRANT SELECT ON public.orders TO rowgate_agent_owner"));
     // The others keep their barrier views, owned by the installer.
     assert!(view_of(&plan, "invoices").contains("security_barrier = true"));
-    assert!(!has("ALTER VIEW rowgate.invoices OWNER TO rowgate_agent_owner"));
+    assert!(!has(
+        "ALTER VIEW rowgate.invoices OWNER TO rowgate_agent_owner"
+    ));
 }
