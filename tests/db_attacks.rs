@@ -430,6 +430,46 @@ async fn a_predicate_that_errors_on_a_hidden_row_reveals_nothing() {
     db.teardown().await;
 }
 
+/// PostgreSQL deems an `ARRAY[...]` constructor leakproof, so the planner may run it before
+/// the permission filter; yet an array of arrays raises when the sub-arrays' dimensions differ.
+/// With a CASE over a hidden row's column that is an error oracle: 'Executive' raised and
+/// 'Sales' did not for bob, who sees neither. Found by review; the guard now refuses an ARRAY
+/// constructor with more than one element unless every element is a constant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_constructor_that_errors_on_a_hidden_row_reveals_nothing() {
+    let db = TestDb::new().await;
+    let router = db.router().await;
+    assert_eq!(
+        db.admin_i64("SELECT count(*) FROM invoices WHERE id = 2001 AND department = 'Executive'")
+            .await,
+        1
+    );
+    let probe = |department: &str| {
+        format!(
+            "SELECT count(*) AS n FROM invoices WHERE id = 2001 AND \
+             ARRAY[ARRAY[1], CASE WHEN department = '{department}' THEN ARRAY[1, 2] \
+             ELSE ARRAY[1] END] IS NOT NULL"
+        )
+    };
+    let mut answers = Vec::new();
+    for department in ["Executive", "Sales"] {
+        let reply = query(&router, "bob", &probe(department)).await;
+        answers.push((reply.status, reply.code().map(str::to_string)));
+    }
+    assert_eq!(answers[0], answers[1], "{answers:?}");
+    assert_ne!(answers[0].1.as_deref(), Some("query_failed"), "{answers:?}");
+    // Constant arrays, and one-element ones, are what agents write, and stay allowed.
+    for sql in [
+        "SELECT count(*) FROM invoices WHERE department = ANY (ARRAY['HR', 'Sales'])",
+        "SELECT ARRAY[ARRAY[1, 2], ARRAY[3, 4]] AS m, ARRAY[-1.5, 2] AS v",
+        "SELECT ARRAY[id] AS a FROM invoices LIMIT 1",
+    ] {
+        let reply = query(&router, "bob", sql).await;
+        assert_eq!(reply.status, StatusCode::OK, "{sql}\n{reply:#?}");
+    }
+    db.teardown().await;
+}
+
 /// Directly as the serving role, with the plans the gateway never chooses: no index scans, no
 /// bitmap scans, or no sequential scans. The security_barrier view evaluates its filter first
 /// whatever the plan.

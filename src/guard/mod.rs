@@ -491,6 +491,17 @@ impl Visitor for Checker<'_> {
                     unsupported("field access with `.` after an expression")
                 }
             }
+            // PostgreSQL deems ARRAY[...] leakproof, so it may run before the permission
+            // filter, yet an array of arrays raises when the sub-arrays' dimensions differ:
+            // `ARRAY[ARRAY[1], CASE WHEN <hidden column> = 'x' THEN ARRAY[1, 2] ELSE ARRAY[1]
+            // END]` was an error oracle on hidden rows. One element cannot differ from another,
+            // and constants cannot differ by row.
+            Expr::Array(array) if array.elem.len() > 1 && !array.elem.iter().all(is_constant) => {
+                unsupported(
+                    "ARRAY[...] with several elements that are not all constants (write the \
+                     elements as constants, or build the array with array_agg)",
+                )
+            }
             Expr::Like { .. }
             | Expr::ILike { .. }
             | Expr::SimilarTo { .. }
@@ -554,6 +565,19 @@ impl Checker<'_> {
             return unsupported("IGNORE / RESPECT NULLS");
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// A literal, possibly signed, cast or parenthesised, or an array of those: the same for every
+/// row.
+fn is_constant(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(_) | Expr::TypedString(_) => true,
+        Expr::UnaryOp { expr, .. } | Expr::Nested(expr) | Expr::Cast { expr, .. } => {
+            is_constant(expr)
+        }
+        Expr::Array(array) => array.elem.iter().all(is_constant),
+        _ => false,
     }
 }
 
