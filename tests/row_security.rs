@@ -522,3 +522,46 @@ async fn dormant_policies_of_the_operator_stay_dormant() {
     reporter.drop(&db).await;
     db.teardown().await;
 }
+
+/// A rule's subqueries read as the owner role, so a permission table with row-level security
+/// of the operator's would be read through their policies (here: none for that role, so
+/// nothing). Such a rule keeps a security_barrier view, whose owner reads the table whole.
+#[tokio::test]
+async fn a_rule_that_reads_a_table_with_the_operators_row_security_reads_it_whole() {
+    let db = TestDb::new().await;
+    db.admin
+        .batch_execute(
+            "ALTER TABLE public.permissions ENABLE ROW LEVEL SECURITY; \
+             CREATE POLICY theirs ON public.permissions TO PUBLIC USING (false)",
+        )
+        .await
+        .unwrap();
+    let report = reinstall(&db, &common::policy()).await;
+    let agent = db.agent().await;
+    let bobs = db
+        .admin_i64(&format!(
+            "SELECT count(*) FROM ({}) t",
+            common::reference_table("invoices", "bob")
+        ))
+        .await;
+    assert!(bobs > 0);
+    let seen = agent_count(
+        &agent,
+        &db,
+        "bob",
+        "",
+        "SELECT count(*) FROM rowgate.invoices",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen, bobs, "{report}");
+    assert!(is_barrier(&db, "invoices").await, "{report}");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("public.permissions, which has row-level security of its own")),
+        "{report}"
+    );
+    db.teardown().await;
+}

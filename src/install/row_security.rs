@@ -23,7 +23,8 @@
 //! Which base tables are fenced so ([`choose_fenced`]): a rule's subqueries read as the owner
 //! role too, so a rule that reads a fenced table would see only that table's rows for the
 //! caller (wider, not narrower, under `NOT IN`), and one that reads its own table would recurse.
-//! Such tables, tables named by two policy tables (one `rowgate_rows` each), and tables whose
+//! Such tables, tables whose rules read a table with row-level security of the operator's,
+//! tables named by two policy tables (one `rowgate_rows` each), and tables whose
 //! row-level security is off but which hold policies of the operator's (enabling it would make
 //! them live) keep a `security_barrier` view, as view sources do; the report says why.
 
@@ -382,6 +383,11 @@ pub(super) async fn choose_fenced(
             reads.insert(name.clone(), rule_relations(client, &rule).await?);
         }
     }
+    // The rules' other tables: one with row-level security of the operator's own would be
+    // read through their policies as the owner role (maybe nothing, maybe the rows a NOT IN
+    // needed to exclude).
+    let read: Vec<&QualifiedName> = reads.values().flatten().collect();
+    let read_security = table_security(client, &read).await?;
     for (name, relations) in &reads {
         if let Some(fenced) = relations.iter().find(|r| by_source.contains_key(r)) {
             reasons.insert(
@@ -391,7 +397,22 @@ pub(super) async fn choose_fenced(
                      whole"
                 ),
             );
+        } else if let Some(guarded) = relations.iter().find(|r| {
+            read_security
+                .get(*r)
+                .is_some_and(|s| s.enabled && !s.enabled_by_install())
+        }) {
+            reasons.insert(
+                name.clone(),
+                format!(
+                    "its rule reads {guarded}, which has row-level security of its own and \
+                     must be read whole"
+                ),
+            );
         }
+    }
+    for (table, state) in read_security {
+        catalog.tables.entry(table).or_insert(state);
     }
     catalog
         .row_security
