@@ -125,6 +125,9 @@ pub async fn run(mut config: DemoConfig) -> Result<(), DemoError> {
     for line in report.changes.iter() {
         println!("install: {line}");
     }
+    for note in &report.notes {
+        println!("install: note: {note}");
+    }
     let mut agent = config.admin.clone();
     agent
         .dbname(&config.database)

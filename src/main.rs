@@ -379,6 +379,15 @@ async fn install(
             for line in &report.changes {
                 println!("{line}");
             }
+            if report.changes.is_empty() {
+                println!(
+                    "policy {}: already installed, nothing changed",
+                    report.version
+                );
+            }
+            for note in &report.notes {
+                println!("note: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

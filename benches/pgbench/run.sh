@@ -15,7 +15,7 @@ role=rg_pgbench_agent
 work=$(mktemp -d)
 psql_admin() { psql -h 127.0.0.1 -U postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
 cleanup() {
-  psql_admin -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "DROP ROLE IF EXISTS $role" >/dev/null 2>&1 || true
+  psql_admin -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "DROP ROLE IF EXISTS $role" -c "DROP ROLE IF EXISTS ${role}_owner" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
