@@ -344,8 +344,20 @@ async fn cleanup(name: String, role: String) {
     {
         problems.push(format!("DROP DATABASE {name}: {}", db_message(&e)));
     }
-    // The views' owner after the database: its only objects were there.
-    for role in [role.clone(), rowgate::install::owner_role(&role)] {
+    // The views' owner (`<role>_owner`) and roles a test made for itself (`<role>_<tag>`),
+    // after the database: their only objects and grants were there. By name, so that a test
+    // that failed before dropping its own roles leaves none behind either.
+    let mut roles = vec![role.clone()];
+    if let Ok(rows) = server
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1 || '_')",
+            &[&role],
+        )
+        .await
+    {
+        roles.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+    }
+    for role in roles {
         if let Err(e) = server
             .batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\""))
             .await
