@@ -3,7 +3,8 @@
 //! First a [`Plan`] is computed (which references become which CTE, which CTEs read which
 //! permission view with which columns): it is a plain value, and it is what a dry run reports.
 //! Then the plan is applied to the tree and the tree is printed. Nothing is spliced as text:
-//! every name that goes in is an `Ident` that PostgreSQL reads back as the same name.
+//! every name that goes in is an `Ident` that PostgreSQL reads back as the same name. Applying
+//! also wraps the agent's InitPlan-prone subqueries (see `subqueries`, layer 5).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -15,6 +16,8 @@ use sqlparser::ast::{
     TableWithJoins, VisitMut, VisitorMut, WildcardAdditionalOptions, With,
 };
 use sqlparser::tokenizer::{Span, Token, TokenWithSpan};
+
+mod subqueries;
 
 use crate::policy::Policy;
 use crate::resolve::{Position, Resolution};
@@ -107,6 +110,7 @@ impl Plan {
 
     /// Rewrites `query` in place according to the plan.
     pub fn apply(&self, query: &mut Query) {
+        subqueries::fence(query);
         let by_position: HashMap<Position, &PlannedReference> =
             self.references.iter().map(|r| (r.at, r)).collect();
         let mut applier = Applier {

@@ -451,21 +451,85 @@ async fn an_array_constructor_that_errors_on_a_hidden_row_reveals_nothing() {
              ELSE ARRAY[1] END] IS NOT NULL"
         )
     };
-    let mut answers = Vec::new();
-    for department in ["Executive", "Sales"] {
-        let reply = query(&router, "bob", &probe(department)).await;
-        answers.push((reply.status, reply.code().map(str::to_string)));
+    // One element is enough: PostgreSQL refuses arrays of more than six dimensions.
+    let deep = |department: &str| {
+        format!(
+            "SELECT count(*) AS n FROM invoices WHERE id = 2001 AND ARRAY[CASE WHEN \
+             department = '{department}' THEN '{{{{{{{{{{{{1}}}}}}}}}}}}'::int[] ELSE '{{1}}'::int[] END] \
+             IS NOT NULL"
+        )
+    };
+    for probe in [&probe as &dyn Fn(&str) -> String, &deep] {
+        let mut answers = Vec::new();
+        for department in ["Executive", "Sales"] {
+            let reply = query(&router, "bob", &probe(department)).await;
+            answers.push((reply.status, reply.code().map(str::to_string)));
+        }
+        assert_eq!(
+            answers[0],
+            answers[1],
+            "{}: {answers:?}",
+            probe("Executive")
+        );
+        assert_ne!(answers[0].1.as_deref(), Some("query_failed"), "{answers:?}");
     }
-    assert_eq!(answers[0], answers[1], "{answers:?}");
-    assert_ne!(answers[0].1.as_deref(), Some("query_failed"), "{answers:?}");
     // Constant arrays, and one-element ones, are what agents write, and stay allowed.
     for sql in [
         "SELECT count(*) FROM invoices WHERE department = ANY (ARRAY['HR', 'Sales'])",
         "SELECT ARRAY[ARRAY[1, 2], ARRAY[3, 4]] AS m, ARRAY[-1.5, 2] AS v",
-        "SELECT ARRAY[id] AS a FROM invoices LIMIT 1",
     ] {
         let reply = query(&router, "bob", sql).await;
         assert_eq!(reply.status, StatusCode::OK, "{sql}\n{reply:#?}");
+    }
+    db.teardown().await;
+}
+
+/// PostgreSQL turns an uncorrelated subquery into an InitPlan whose value it deems leakproof
+/// and computes only when first needed. A leakproof test on a hidden row could thus decide
+/// whether a subquery that raises is ever run, before the permission filter drops the row:
+/// 'Executive' raised and 'Sales' did not for bob. Found by review; the rewrite now wraps
+/// such subqueries in COALESCE(..., NULL), which PostgreSQL does not deem leakproof, so the
+/// test runs after the filter, on visible rows only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subquery_run_only_for_a_hidden_row_reveals_nothing() {
+    let db = TestDb::new().await;
+    let router = db.router().await;
+    assert_eq!(
+        db.admin_i64("SELECT count(*) FROM invoices WHERE id = 2001 AND department = 'Executive'")
+            .await,
+        1
+    );
+    let raising = "(SELECT 1 / count(*)::int FROM generate_series(1, 0) AS g)";
+    let probes = |department: &str| {
+        vec![
+            format!(
+                "SELECT count(*) AS n FROM invoices WHERE id = 2001 AND department = '{department}' \
+                 AND customer_id = {raising}"
+            ),
+            format!(
+                "SELECT count(*) AS n FROM invoices WHERE id = 2001 AND \
+                 CASE WHEN department = '{department}' THEN {raising} ELSE 1 END = 1"
+            ),
+            format!(
+                "SELECT count(*) AS n FROM invoices WHERE id = 2001 AND (department <> '{department}' \
+                 OR EXISTS (SELECT 1 FROM generate_series(1, 0) AS g HAVING 1 / count(*) = 1))"
+            ),
+            format!(
+                "SELECT count(*) AS n FROM (SELECT i.*, {raising} AS z FROM invoices i) s \
+                 WHERE s.id = 2001 AND s.department = '{department}' AND s.z = s.customer_id"
+            ),
+        ]
+    };
+    for (hidden, other) in probes("Executive").into_iter().zip(probes("Sales")) {
+        let a = query(&router, "bob", &hidden).await;
+        let b = query(&router, "bob", &other).await;
+        // Both answer: an error for both would hide the difference, not close it.
+        assert_eq!(a.status, StatusCode::OK, "{hidden}\n{a:#?}");
+        assert_eq!(
+            (a.status, a.code().map(str::to_string)),
+            (b.status, b.code().map(str::to_string)),
+            "{hidden}\n{a:#?}\n{b:#?}"
+        );
     }
     db.teardown().await;
 }

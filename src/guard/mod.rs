@@ -432,6 +432,22 @@ impl Visitor for Checker<'_> {
         }
     }
 
+    // After the elements, so that a forbidden function inside is reported as such.
+    fn post_visit_expr(&mut self, expr: &Expr) -> Flow {
+        match expr {
+            // PostgreSQL deems ARRAY[...] leakproof, so it may run before the permission
+            // filter, yet it raises when sub-arrays' dimensions differ or pass six:
+            // `ARRAY[ARRAY[1], CASE WHEN <hidden column> = 'x' THEN ARRAY[1, 2] ELSE ARRAY[1]
+            // END]`, or one element holding a six-dimensional array for 'x', was an error
+            // oracle on hidden rows. Constants cannot differ by row.
+            Expr::Array(array) if !array.elem.iter().all(is_constant) => unsupported(
+                "ARRAY[...] with an element that is not a constant (write the elements as \
+                 constants, or build the array with array_agg)",
+            ),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
     fn pre_visit_expr(&mut self, expr: &Expr) -> Flow {
         if let Expr::Rollup(groups) | Expr::Cube(groups) | Expr::GroupingSets(groups) = expr {
             // sqlparser prints a one-expression group `((x))` as `(x)`, so an expression that
@@ -491,16 +507,15 @@ impl Visitor for Checker<'_> {
                     unsupported("field access with `.` after an expression")
                 }
             }
-            // PostgreSQL deems ARRAY[...] leakproof, so it may run before the permission
-            // filter, yet an array of arrays raises when the sub-arrays' dimensions differ:
-            // `ARRAY[ARRAY[1], CASE WHEN <hidden column> = 'x' THEN ARRAY[1, 2] ELSE ARRAY[1]
-            // END]` was an error oracle on hidden rows. One element cannot differ from another,
-            // and constants cannot differ by row.
-            Expr::Array(array) if array.elem.len() > 1 && !array.elem.iter().all(is_constant) => {
-                unsupported(
-                    "ARRAY[...] with several elements that are not all constants (write the \
-                     elements as constants, or build the array with array_agg)",
-                )
+            // `(a, b) = (SELECT x, y ...)`: the rewrite cannot fence a several-column subquery
+            // the way it fences the others (see `rewrite::subqueries`).
+            Expr::BinaryOp { left, right, .. }
+                if matches!(
+                    (left.as_ref(), right.as_ref()),
+                    (Expr::Tuple(_), Expr::Subquery(_)) | (Expr::Subquery(_), Expr::Tuple(_))
+                ) =>
+            {
+                unsupported("a row compared with a subquery (compare each column on its own)")
             }
             Expr::Like { .. }
             | Expr::ILike { .. }
