@@ -565,3 +565,38 @@ async fn a_rule_that_reads_a_table_with_the_operators_row_security_reads_it_whol
     );
     db.teardown().await;
 }
+
+/// A table whose row-level security someone turned off, adding a policy of their own, goes
+/// back to a barrier view; rowgate's pass-through policy must go too, or it would void their
+/// permissive policy the day they turn row-level security on again.
+#[tokio::test]
+async fn a_table_handed_back_to_the_operator_keeps_no_pass_through() {
+    let db = TestDb::new().await;
+    let reporter = Reporter::create(&db, "back").await;
+    db.admin
+        .batch_execute(&format!(
+            "ALTER TABLE public.orders DISABLE ROW LEVEL SECURITY; \
+             CREATE POLICY theirs ON public.orders FOR SELECT TO \"{}\" USING (status = 'paid')",
+            reporter.name
+        ))
+        .await
+        .unwrap();
+    let report = reinstall(&db, &common::policy()).await;
+    db.admin
+        .batch_execute("ALTER TABLE public.orders ENABLE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    let paid = db
+        .admin_i64("SELECT count(*) FROM public.orders WHERE status = 'paid'")
+        .await;
+    let seen = reporter
+        .i64(&db, "SELECT count(*) FROM public.orders")
+        .await
+        .unwrap();
+    assert_eq!(
+        seen, paid,
+        "their policy filters once RLS is back on: {report}"
+    );
+    reporter.drop(&db).await;
+    db.teardown().await;
+}

@@ -487,6 +487,16 @@ impl Visitor for Checker<'_> {
             Expr::UnaryOp { expr: operand, .. } if matches!(**operand, Expr::UnaryOp { .. }) => {
                 refuse(GuardError::StackedPrefixOperators { text: short(expr) })
             }
+            // `(a, b) = (SELECT x, y ...)`: the rewrite cannot fence a several-column subquery
+            // the way it fences the others (see `rewrite::subqueries`).
+            Expr::BinaryOp { left, right, .. }
+                if matches!(
+                    (left.as_ref(), right.as_ref()),
+                    (Expr::Tuple(_), Expr::Subquery(_)) | (Expr::Subquery(_), Expr::Tuple(_))
+                ) =>
+            {
+                unsupported("a row compared with a subquery (compare each column on its own)")
+            }
             Expr::BinaryOp { op, .. } => match op {
                 BinaryOperator::PGCustomBinaryOperator(_) => {
                     unsupported("OPERATOR(schema.op) syntax (write the operator plainly)")
@@ -506,16 +516,6 @@ impl Visitor for Checker<'_> {
                 } else {
                     unsupported("field access with `.` after an expression")
                 }
-            }
-            // `(a, b) = (SELECT x, y ...)`: the rewrite cannot fence a several-column subquery
-            // the way it fences the others (see `rewrite::subqueries`).
-            Expr::BinaryOp { left, right, .. }
-                if matches!(
-                    (left.as_ref(), right.as_ref()),
-                    (Expr::Tuple(_), Expr::Subquery(_)) | (Expr::Subquery(_), Expr::Tuple(_))
-                ) =>
-            {
-                unsupported("a row compared with a subquery (compare each column on its own)")
             }
             Expr::Like { .. }
             | Expr::ILike { .. }

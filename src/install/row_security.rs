@@ -305,6 +305,7 @@ pub(super) fn plan_leaving(steps: &mut Vec<Step>, table: &QualifiedName, state: 
             );
         }
     }
+    let has_others = state.policies.contains(OTHERS_POLICY);
     if state.enabled_by_install() && !state.has_foreign_policies() {
         push(
             steps,
@@ -315,6 +316,14 @@ pub(super) fn plan_leaving(steps: &mut Vec<Step>, table: &QualifiedName, state: 
             steps,
             format!("disabling row-level security on {shown}"),
             format!("ALTER TABLE {shown} DISABLE ROW LEVEL SECURITY"),
+        );
+    } else if has_others && !state.enabled {
+        // Someone turned row-level security off and wrote policies of their own: left here,
+        // the pass-through would void their permissive ones the day they turn it back on.
+        push(
+            steps,
+            format!("dropping policy {OTHERS_POLICY} on {shown}"),
+            format!("DROP POLICY {OTHERS_POLICY} ON {shown}"),
         );
     }
 }
