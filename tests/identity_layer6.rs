@@ -566,8 +566,8 @@ async fn the_key_and_the_identity_functions_are_out_of_reach() {
         .collect();
     assert_eq!(
         sources.len(),
-        3,
-        "rowgate holds exactly the three identity functions"
+        4,
+        "rowgate holds exactly the three identity functions and the fence check"
     );
     for source in &sources {
         assert!(
@@ -593,7 +593,12 @@ async fn the_key_and_the_identity_functions_are_out_of_reach() {
         .unwrap();
     for row in &rows {
         let name: String = row.get(0);
-        assert!(row.get::<_, bool>(1), "{name} is not SECURITY DEFINER");
+        // The fence check reads only public catalogs, as whoever calls it.
+        assert_eq!(
+            row.get::<_, bool>(1),
+            name != "fenced",
+            "{name}: SECURITY DEFINER for the identity functions only"
+        );
         assert!(!row.get::<_, bool>(2), "{name} is LEAKPROOF");
         let config: String = row.get(3);
         assert!(
@@ -612,6 +617,7 @@ async fn the_key_and_the_identity_functions_are_out_of_reach() {
         "rowgate.caller_id()",
         "rowgate.caller_exists()",
         "rowgate.caller_attributes()",
+        "rowgate.fenced(regclass)",
     ] {
         for sql in [
             format!("ALTER FUNCTION {function} LEAKPROOF"),

@@ -600,3 +600,43 @@ async fn a_table_handed_back_to_the_operator_keeps_no_pass_through() {
     reporter.drop(&db).await;
     db.teardown().await;
 }
+
+/// Taking the fence down later (row-level security off, to COPY into the table, or the rule's
+/// policy dropped) would let the owner role, and so the view, read every row. Each view checks
+/// its table's fence when a query starts and fails instead.
+#[tokio::test]
+async fn a_fence_taken_down_later_fails_the_query_instead_of_opening_it() {
+    let db = TestDb::new().await;
+    let agent = db.agent().await;
+    let sql = "SELECT count(*) FROM rowgate.invoices";
+    let bobs = agent_count(&agent, &db, "bob", "", sql).await.unwrap();
+    for (take_down, put_back) in [
+        (
+            "ALTER TABLE public.invoices DISABLE ROW LEVEL SECURITY",
+            "ALTER TABLE public.invoices ENABLE ROW LEVEL SECURITY",
+        ),
+        (
+            "ALTER POLICY rowgate_rows ON public.invoices RENAME TO gone",
+            "ALTER POLICY gone ON public.invoices RENAME TO rowgate_rows",
+        ),
+    ] {
+        db.admin.batch_execute(take_down).await.unwrap();
+        match agent_count(&agent, &db, "bob", "", sql).await {
+            Ok(n) => panic!("{take_down}: {n} rows instead of an error"),
+            Err(e) => {
+                assert_eq!(sqlstate(&e), "42501", "{take_down}: {}", db_message(&e));
+                assert!(
+                    db_message(&e).contains("public.invoices"),
+                    "{}",
+                    db_message(&e)
+                );
+            }
+        }
+        db.admin.batch_execute(put_back).await.unwrap();
+        assert_eq!(
+            agent_count(&agent, &db, "bob", "", sql).await.unwrap(),
+            bobs
+        );
+    }
+    db.teardown().await;
+}

@@ -366,19 +366,22 @@ pub(super) fn fill<T: VisitMut + Visit>(
 }
 
 /// `CREATE VIEW rowgate.<name> WITH (security_barrier = true) AS SELECT [DISTINCT] <columns>
-/// FROM <source> WHERE <filter>`, or with no filter a plain `CREATE VIEW rowgate.<name> AS
-/// SELECT <columns> FROM <source>` (its rows fenced by row-level security instead).
+/// FROM <source> WHERE <filter>`, or without the barrier a plain view (its rows fenced by
+/// row-level security instead, the filter only checking that they are).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn view_sql(
     name: &str,
     source: &QualifiedName,
     columns: &[String],
     distinct: bool,
-    filter: Option<Expr>,
+    barrier: bool,
+    filter: Expr,
     what: &str,
 ) -> Result<String, InstallError> {
-    let template_sql = match filter {
-        Some(_) => VIEW_TEMPLATE,
-        None => PLAIN_VIEW_TEMPLATE,
+    let template_sql = if barrier {
+        VIEW_TEMPLATE
+    } else {
+        PLAIN_VIEW_TEMPLATE
     };
     let mut statement = parse_statement(template_sql, what)?;
     let Statement::CreateView(view) = &mut statement else {
@@ -400,9 +403,7 @@ pub(super) fn view_sql(
         },
         _ => return Err(template(what, "the view template reads no table")),
     }
-    if let Some(filter) = filter {
-        fill(&mut statement, Filling::Expr(Box::new(filter)), what)?;
-    }
+    fill(&mut statement, Filling::Expr(Box::new(filter)), what)?;
     printed(&statement, what)
 }
 

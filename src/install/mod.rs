@@ -94,7 +94,12 @@ pub const NO_CALLER_MESSAGE: &str = "rowgate: no valid caller in this transactio
 pub const NO_CALLER_SQLSTATE: &str = "28000";
 
 /// The three functions install creates in schema `rowgate`, as `GRANT` names them.
-pub const FUNCTIONS: [&str; 3] = ["caller_id()", "caller_exists()", "caller_attributes()"];
+pub const FUNCTIONS: [&str; 4] = [
+    "caller_id()",
+    "caller_exists()",
+    "caller_attributes()",
+    "fenced(regclass)",
+];
 
 /// Serialises concurrent installs into the same database (advisory locks are per database).
 /// The bytes spell "rowgate".
@@ -116,9 +121,9 @@ const HOLE: &str = ":Hole";
 const VIEW_TEMPLATE: &str =
     "CREATE VIEW rowgate.t WITH (security_barrier = true) AS SELECT c FROM s WHERE :Hole";
 
-/// A row-security table's view: no filter, no barrier, so PostgreSQL flattens it into the
-/// query (see `row_security`).
-const PLAIN_VIEW_TEMPLATE: &str = "CREATE VIEW rowgate.t AS SELECT c FROM s";
+/// A row-security table's view: no barrier, so PostgreSQL flattens it into the query (see
+/// `row_security`); its one filter, `rowgate.fenced(...)`, reads no column.
+const PLAIN_VIEW_TEMPLATE: &str = "CREATE VIEW rowgate.t AS SELECT c FROM s WHERE :Hole";
 
 /// `caller_exists()` runs on every request, so it is PL/pgSQL: its plan is cached per session.
 /// A SQL-language function cannot be inlined when it is SECURITY DEFINER, and is then planned
@@ -786,6 +791,11 @@ fn plan(
         "creating function rowgate.caller_attributes()",
         fragments.caller_attributes()?,
     );
+    push(
+        &mut steps,
+        "creating function rowgate.fenced(regclass)",
+        row_security::FENCED_FUNCTION,
+    );
 
     // The views: first those the policy no longer names, then each policy table's, anew.
     for stale in catalog
@@ -885,14 +895,16 @@ fn plan(
             })?;
             let state = catalog.tables.get(&table.source);
             row_security::plan_table(&mut steps, &table.source, state, &owner_name, rule)?;
-            view_sql(name, &table.source, &columns, false, None, &what)?
+            let check = row_security::fence_check(&table.source, &what)?;
+            view_sql(name, &table.source, &columns, false, false, check, &what)?
         } else {
             view_sql(
                 name,
                 &table.source,
                 &columns,
                 distinct,
-                Some(fragments.gated(rule)),
+                true,
+                fragments.gated(rule),
                 &what,
             )?
         };

@@ -299,7 +299,8 @@ fn base_tables_get_plain_views_and_row_security_policies() {
     assert_eq!(
         view_of(&plan, "orders"),
         "CREATE VIEW rowgate.orders AS \
-         SELECT id, user_id, total, placed_at, status, metadata FROM public.orders"
+         SELECT id, user_id, total, placed_at, status, metadata FROM public.orders \
+         WHERE rowgate.fenced(CAST('public.orders' AS REGCLASS))"
     );
     let has = |sql: &str| plan.iter().any(|s| s == sql);
     assert!(has(
