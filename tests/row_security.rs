@@ -80,6 +80,33 @@ async fn agent_count(
     result
 }
 
+/// Asserts that bob, through `rowgate.<view>` as the serving role, sees as many rows as the
+/// superuser counts with `expected` (a `SELECT count(*)`).
+async fn assert_bob_sees(db: &TestDb, view: &str, expected: &str) {
+    let want = db.admin_i64(expected).await;
+    let agent = db.agent().await;
+    let seen = agent_count(
+        &agent,
+        db,
+        "bob",
+        "",
+        &format!("SELECT count(*) FROM rowgate.{view}"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("rowgate.{view}: {}", db_message(&e)));
+    assert_eq!(seen, want, "rowgate.{view} against {expected}");
+}
+
+const BOBS_ORDERS: &str = "SELECT count(*) FROM public.orders WHERE user_id = 'bob'";
+
+/// bob's invoices by the hand-written rule, counted.
+fn bobs_invoices() -> String {
+    format!(
+        "SELECT count(*) FROM ({}) t",
+        common::reference_table("invoices", "bob")
+    )
+}
+
 #[tokio::test]
 async fn other_roles_see_and_write_what_they_did_before() {
     let db = TestDb::new().await;
@@ -161,23 +188,7 @@ async fn an_operators_own_row_level_security_is_left_to_them() {
         .await
         .unwrap();
     assert_eq!(seen, shipped, "the operator's policy still filters");
-    let agent = db.agent().await;
-    let bobs = db
-        .admin_i64("SELECT count(*) FROM public.orders WHERE user_id = 'bob'")
-        .await;
-    let through_view = agent_count(
-        &agent,
-        &db,
-        "bob",
-        "",
-        "SELECT count(*) FROM rowgate.orders",
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        through_view, bobs,
-        "the view still shows exactly bob's orders"
-    );
+    assert_bob_sees(&db, "orders", BOBS_ORDERS).await;
 
     // `orders` (and `order_items`, whose rule reads it) leave the policy.
     let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml")).unwrap();
@@ -434,33 +445,13 @@ async fn two_policy_tables_over_one_table_keep_their_own_rules() {
         + "  invoices_sales:\n    source: public.invoices\n    rows: \"department = 'Sales'\"\n";
     let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
     let report = reinstall(&db, &policy).await;
-    let agent = db.agent().await;
-    let bobs = db
-        .admin_i64(&format!(
-            "SELECT count(*) FROM ({}) t",
-            common::reference_table("invoices", "bob")
-        ))
-        .await;
-    let sales = db
-        .admin_i64("SELECT count(*) FROM public.invoices WHERE department = 'Sales'")
-        .await;
-    assert_ne!(bobs, sales);
-    let count = |view: &'static str| {
-        let (agent, db) = (&agent, &db);
-        async move {
-            agent_count(
-                agent,
-                db,
-                "bob",
-                "",
-                &format!("SELECT count(*) FROM rowgate.{view}"),
-            )
-            .await
-            .unwrap()
-        }
-    };
-    assert_eq!(count("invoices").await, bobs);
-    assert_eq!(count("invoices_sales").await, sales);
+    let sales = "SELECT count(*) FROM public.invoices WHERE department = 'Sales'";
+    assert_ne!(
+        db.admin_i64(&bobs_invoices()).await,
+        db.admin_i64(sales).await
+    );
+    assert_bob_sees(&db, "invoices", &bobs_invoices()).await;
+    assert_bob_sees(&db, "invoices_sales", sales).await;
     assert!(is_barrier(&db, "invoices").await, "{report}");
     assert!(is_barrier(&db, "invoices_sales").await, "{report}");
     let policies = db
@@ -498,20 +489,7 @@ async fn dormant_policies_of_the_operator_stay_dormant() {
         seen, all,
         "the operator's restrictive policy is still not live"
     );
-    let agent = db.agent().await;
-    let bobs = db
-        .admin_i64("SELECT count(*) FROM public.orders WHERE user_id = 'bob'")
-        .await;
-    let through_view = agent_count(
-        &agent,
-        &db,
-        "bob",
-        "",
-        "SELECT count(*) FROM rowgate.orders",
-    )
-    .await
-    .unwrap();
-    assert_eq!(through_view, bobs);
+    assert_bob_sees(&db, "orders", BOBS_ORDERS).await;
     assert!(
         report
             .notes
@@ -537,24 +515,8 @@ async fn a_rule_that_reads_a_table_with_the_operators_row_security_reads_it_whol
         .await
         .unwrap();
     let report = reinstall(&db, &common::policy()).await;
-    let agent = db.agent().await;
-    let bobs = db
-        .admin_i64(&format!(
-            "SELECT count(*) FROM ({}) t",
-            common::reference_table("invoices", "bob")
-        ))
-        .await;
-    assert!(bobs > 0);
-    let seen = agent_count(
-        &agent,
-        &db,
-        "bob",
-        "",
-        "SELECT count(*) FROM rowgate.invoices",
-    )
-    .await
-    .unwrap();
-    assert_eq!(seen, bobs, "{report}");
+    assert!(db.admin_i64(&bobs_invoices()).await > 0);
+    assert_bob_sees(&db, "invoices", &bobs_invoices()).await;
     assert!(is_barrier(&db, "invoices").await, "{report}");
     assert!(
         report
