@@ -593,10 +593,10 @@ async fn the_key_and_the_identity_functions_are_out_of_reach() {
         .unwrap();
     for row in &rows {
         let name: String = row.get(0);
-        // The fence check reads only public catalogs, as whoever calls it.
+        // The fence check's error reads nothing, and runs as whoever calls it.
         assert_eq!(
             row.get::<_, bool>(1),
-            name != "fenced",
+            name != "fence_down",
             "{name}: SECURITY DEFINER for the identity functions only"
         );
         assert!(!row.get::<_, bool>(2), "{name} is LEAKPROOF");
@@ -617,7 +617,7 @@ async fn the_key_and_the_identity_functions_are_out_of_reach() {
         "rowgate.caller_id()",
         "rowgate.caller_exists()",
         "rowgate.caller_attributes()",
-        "rowgate.fenced(regclass)",
+        "rowgate.fence_down(regclass)",
     ] {
         for sql in [
             format!("ALTER FUNCTION {function} LEAKPROOF"),

@@ -98,7 +98,7 @@ pub const FUNCTIONS: [&str; 4] = [
     "caller_id()",
     "caller_exists()",
     "caller_attributes()",
-    "fenced(regclass)",
+    "fence_down(regclass)",
 ];
 
 /// Serialises concurrent installs into the same database (advisory locks are per database).
@@ -122,7 +122,7 @@ const VIEW_TEMPLATE: &str =
     "CREATE VIEW rowgate.t WITH (security_barrier = true) AS SELECT c FROM s WHERE :Hole";
 
 /// A row-security table's view: no barrier, so PostgreSQL flattens it into the query (see
-/// `row_security`); its one filter, `rowgate.fenced(...)`, reads no column.
+/// `row_security`); its one filter, the fence check, reads no column.
 const PLAIN_VIEW_TEMPLATE: &str = "CREATE VIEW rowgate.t AS SELECT c FROM s WHERE :Hole";
 
 /// `caller_exists()` runs on every request, so it is PL/pgSQL: its plan is cached per session.
@@ -793,8 +793,8 @@ fn plan(
     );
     push(
         &mut steps,
-        "creating function rowgate.fenced(regclass)",
-        row_security::FENCED_FUNCTION,
+        "creating function rowgate.fence_down(regclass)",
+        row_security::FENCE_DOWN_FUNCTION,
     );
 
     // The views: first those the policy no longer names, then each policy table's, anew.
