@@ -106,28 +106,37 @@ pub(super) async fn owned_objects(
     }
 }
 
+/// The roles role `oid` is a member of.
 pub(super) async fn member_of(client: &Client, oid: u32) -> Result<BTreeSet<String>, InstallError> {
-    let rows = client
-        .query(
-            "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
-             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = $1",
-            &[&oid],
-        )
-        .await
-        .map_err(db("reading the serving role's memberships"))?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    role_names(
+        client,
+        "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
+         JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = $1",
+        oid,
+        "reading a role's memberships",
+    )
+    .await
 }
 
 /// The roles that are members of role `oid`.
 pub(super) async fn members(client: &Client, oid: u32) -> Result<BTreeSet<String>, InstallError> {
-    let rows = client
-        .query(
-            "SELECT m.rolname::text FROM pg_catalog.pg_auth_members a \
-             JOIN pg_catalog.pg_roles m ON m.oid = a.member WHERE a.roleid = $1",
-            &[&oid],
-        )
-        .await
-        .map_err(db("reading the members of the views' owner role"))?;
+    role_names(
+        client,
+        "SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
+         JOIN pg_catalog.pg_roles g ON g.oid = m.member WHERE m.roleid = $1",
+        oid,
+        "reading a role's members",
+    )
+    .await
+}
+
+async fn role_names(
+    client: &Client,
+    sql: &str,
+    oid: u32,
+    what: &str,
+) -> Result<BTreeSet<String>, InstallError> {
+    let rows = client.query(sql, &[&oid]).await.map_err(db(what))?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 

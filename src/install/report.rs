@@ -196,32 +196,18 @@ impl Snapshot {
             ));
         }
 
-        for (name, definition) in &after.functions {
-            match self.functions.get(name) {
-                None => changes.push(format!("created function {name}")),
-                Some(previous) if previous != definition => {
-                    changes.push(format!("replaced function {name}"))
-                }
-                Some(_) => unchanged.push(format!("function {name}")),
-            }
-        }
-
-        for (name, definition) in &after.views {
-            let shown = object_name(&[VIEW_SCHEMA, name]);
-            match self.views.get(name) {
-                None => changes.push(format!("created view {shown}")),
-                Some(previous) if previous != definition => {
-                    changes.push(format!("replaced view {shown}"))
-                }
-                Some(_) => unchanged.push(format!("view {shown}")),
-            }
-        }
-        for name in self.views.keys().filter(|v| !after.views.contains_key(*v)) {
-            changes.push(format!(
-                "dropped view {}",
-                object_name(&[VIEW_SCHEMA, name])
-            ));
-        }
+        // Functions install no longer makes are left in place (their EXECUTE swept), so none
+        // is reported dropped.
+        let mut objects = Objects {
+            changes: &mut changes,
+            unchanged: &mut unchanged,
+        };
+        objects.compare("function", &self.functions, &after.functions, false, |n| {
+            n.to_string()
+        });
+        objects.compare("view", &self.views, &after.views, true, |n| {
+            object_name(&[VIEW_SCHEMA, n]).to_string()
+        });
 
         for group in self.owner_member_of.difference(&after.owner_member_of) {
             changes.push(format!(
@@ -235,22 +221,13 @@ impl Snapshot {
         for table in self.row_security.difference(&after.row_security) {
             changes.push(format!("disabled row-level security on {table}"));
         }
-        for (name, definition) in &after.policies {
-            match self.policies.get(name) {
-                None => changes.push(format!("created policy {name}")),
-                Some(previous) if previous != definition => {
-                    changes.push(format!("replaced policy {name}"))
-                }
-                Some(_) => unchanged.push(format!("policy {name}")),
-            }
-        }
-        for name in self
-            .policies
-            .keys()
-            .filter(|p| !after.policies.contains_key(*p))
-        {
-            changes.push(format!("dropped policy {name}"));
-        }
+        let mut objects = Objects {
+            changes: &mut changes,
+            unchanged: &mut unchanged,
+        };
+        objects.compare("policy", &self.policies, &after.policies, true, |n| {
+            n.to_string()
+        });
 
         for (who, before, now) in [
             (&role, &self.privileges, &after.privileges),
@@ -333,5 +310,40 @@ fn role_changes(
             }
         }
         _ => {}
+    }
+}
+
+/// The report's lines for one kind of named object with a definition.
+struct Objects<'a> {
+    changes: &'a mut Vec<String>,
+    unchanged: &'a mut Vec<String>,
+}
+
+impl Objects<'_> {
+    /// "created <kind> <shown>", "replaced ...", "dropped ..." (when `drops`), or
+    /// "<kind> <shown>" among the unchanged.
+    fn compare(
+        &mut self,
+        kind: &str,
+        before: &BTreeMap<String, String>,
+        after: &BTreeMap<String, String>,
+        drops: bool,
+        show: impl Fn(&str) -> String,
+    ) {
+        for (name, definition) in after {
+            let shown = show(name);
+            match before.get(name) {
+                None => self.changes.push(format!("created {kind} {shown}")),
+                Some(previous) if previous != definition => {
+                    self.changes.push(format!("replaced {kind} {shown}"))
+                }
+                Some(_) => self.unchanged.push(format!("{kind} {shown}")),
+            }
+        }
+        if drops {
+            for name in before.keys().filter(|n| !after.contains_key(*n)) {
+                self.changes.push(format!("dropped {kind} {}", show(name)));
+            }
+        }
     }
 }
