@@ -563,26 +563,57 @@ async fn a_table_handed_back_to_the_operator_keeps_no_pass_through() {
     db.teardown().await;
 }
 
-/// Taking the fence down later (row-level security off, to COPY into the table, or the rule's
-/// policy dropped) would let the owner role, and so the view, read every row. Each view checks
-/// its table's fence when a query starts and fails instead.
+/// Taking the fence down later (row-level security off, to COPY into the table, the rule's
+/// policy dropped or pointed at another role, or the owner role made exempt from the table's
+/// policies by owning it or by membership) would let the owner role, and so the view, read
+/// every row. Each view's gate checks its table's fence when a query starts and fails instead.
 #[tokio::test]
 async fn a_fence_taken_down_later_fails_the_query_instead_of_opening_it() {
     let db = TestDb::new().await;
     let agent = db.agent().await;
     let sql = "SELECT count(*) FROM rowgate.invoices";
     let bobs = agent_count(&agent, &db, "bob", "", sql).await.unwrap();
+    let owner = owner_role(&db.role);
+    let table_owner: String = db
+        .admin
+        .query_one(
+            "SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class \
+             WHERE oid = 'public.invoices'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     for (take_down, put_back) in [
         (
-            "ALTER TABLE public.invoices DISABLE ROW LEVEL SECURITY",
-            "ALTER TABLE public.invoices ENABLE ROW LEVEL SECURITY",
+            "ALTER TABLE public.invoices DISABLE ROW LEVEL SECURITY".to_string(),
+            "ALTER TABLE public.invoices ENABLE ROW LEVEL SECURITY".to_string(),
         ),
         (
-            "ALTER POLICY rowgate_rows ON public.invoices RENAME TO gone",
-            "ALTER POLICY gone ON public.invoices RENAME TO rowgate_rows",
+            "ALTER POLICY rowgate_rows ON public.invoices RENAME TO gone".to_string(),
+            "ALTER POLICY gone ON public.invoices RENAME TO rowgate_rows".to_string(),
+        ),
+        (
+            format!(
+                "ALTER POLICY rowgate_rows ON public.invoices TO \"{}\"",
+                db.role
+            ),
+            format!("ALTER POLICY rowgate_rows ON public.invoices TO \"{owner}\""),
+        ),
+        (
+            format!("ALTER TABLE public.invoices OWNER TO \"{owner}\""),
+            // Handing the table back moves the owner role's grant with it.
+            format!(
+                "ALTER TABLE public.invoices OWNER TO \"{table_owner}\"; \
+                 GRANT SELECT ON public.invoices TO \"{owner}\""
+            ),
+        ),
+        (
+            format!("GRANT \"{table_owner}\" TO \"{owner}\""),
+            format!("REVOKE \"{table_owner}\" FROM \"{owner}\""),
         ),
     ] {
-        db.admin.batch_execute(take_down).await.unwrap();
+        db.admin.batch_execute(&take_down).await.unwrap();
         match agent_count(&agent, &db, "bob", "", sql).await {
             Ok(n) => panic!("{take_down}: {n} rows instead of an error"),
             Err(e) => {
@@ -594,7 +625,7 @@ async fn a_fence_taken_down_later_fails_the_query_instead_of_opening_it() {
                 );
             }
         }
-        db.admin.batch_execute(put_back).await.unwrap();
+        db.admin.batch_execute(&put_back).await.unwrap();
         assert_eq!(
             agent_count(&agent, &db, "bob", "", sql).await.unwrap(),
             bobs

@@ -93,12 +93,12 @@ pub const NO_CALLER_MESSAGE: &str = "rowgate: no valid caller in this transactio
 /// it from other query failures.
 pub const NO_CALLER_SQLSTATE: &str = "28000";
 
-/// The three functions install creates in schema `rowgate`, as `GRANT` names them.
+/// The functions install creates in schema `rowgate`, as `GRANT` names them.
 pub const FUNCTIONS: [&str; 4] = [
     "caller_id()",
     "caller_exists()",
     "caller_attributes()",
-    "fence_down(regclass)",
+    "fenced_caller(regclass)",
 ];
 
 /// Serialises concurrent installs into the same database (advisory locks are per database).
@@ -122,7 +122,7 @@ const VIEW_TEMPLATE: &str =
     "CREATE VIEW rowgate.t WITH (security_barrier = true) AS SELECT c FROM s WHERE :Hole";
 
 /// A row-security table's view: no barrier, so PostgreSQL flattens it into the query (see
-/// `row_security`); its one filter, the fence check, reads no column.
+/// `row_security`); its one filter, the caller gate with the fence check, reads no column.
 const PLAIN_VIEW_TEMPLATE: &str = "CREATE VIEW rowgate.t AS SELECT c FROM s WHERE :Hole";
 
 /// `caller_exists()` runs on every request, so it is PL/pgSQL: its plan is cached per session.
@@ -793,8 +793,8 @@ fn plan(
     );
     push(
         &mut steps,
-        "creating function rowgate.fence_down(regclass)",
-        row_security::FENCE_DOWN_FUNCTION,
+        "creating function rowgate.fenced_caller(regclass)",
+        fenced_caller_sql(&owner_name),
     );
 
     // The views: first those the policy no longer names, then each policy table's, anew.
@@ -895,8 +895,8 @@ fn plan(
             })?;
             let state = catalog.tables.get(&table.source);
             row_security::plan_table(&mut steps, &table.source, state, &owner_name, rule)?;
-            let check = row_security::fence_check(&table.source, &what)?;
-            view_sql(name, &table.source, &columns, false, false, check, &what)?
+            let gate = row_security::fenced_gate(&table.source, &what)?;
+            view_sql(name, &table.source, &columns, false, false, gate, &what)?
         } else {
             view_sql(
                 name,
@@ -920,6 +920,15 @@ fn plan(
             );
         }
     }
+    // No view calls it any more (each was just created anew).
+    push(
+        &mut steps,
+        format!("dropping function {}", row_security::OLD_FENCE_FUNCTION),
+        format!(
+            "DROP FUNCTION IF EXISTS {}",
+            row_security::OLD_FENCE_FUNCTION
+        ),
+    );
     // Tables that hold rowgate's policies but are no longer fenced by them.
     let fenced_sources: BTreeSet<&QualifiedName> = catalog
         .row_security
@@ -1051,8 +1060,57 @@ fn check_options(options: &InstallOptions) -> Result<(), InstallError> {
 /// sha256(key ‖ payload as ASCII). `search_path` is pinned because the function runs with
 /// its owner's rights; the only table it reads is schema-qualified anyway.
 fn caller_id_sql() -> String {
+    identity_function_sql(None)
+}
+
+/// `rowgate.fenced_caller(t)`: `caller_id()`, and in the same statement that reads the key, a
+/// check that `t`'s fence (see `row_security`) still stands for `owner`, raising 42501 if not.
+/// It is the gate of every row-security view, so the check costs one more catalog look-up in
+/// a call the view makes anyway, instead of an InitPlan of its own (~0.07 ms of planning and
+/// ~0.02 ms of execution a reference, measured in BENCHMARKS.md). It runs while the query
+/// holds its lock on `t`, which `ALTER TABLE`, `ALTER POLICY` and `DROP POLICY` must wait for,
+/// so what it saw holds until the query ends.
+pub(super) fn fenced_caller_sql(owner: &str) -> String {
+    identity_function_sql(Some(owner))
+}
+
+/// The fence of table `t` for role `owner`: row-level security on, and a restrictive
+/// `rowgate_rows` for SELECT that applies to `owner` (or PUBLIC, 0), who must not be exempt from the table's
+/// policies by owning it, by membership or as a superuser (`pg_has_role` covers all three).
+/// Not checked here: BYPASSRLS (`serve` refuses to start with it; reading `pg_roles` would
+/// double the check's cost) and `ALTER POLICY ... USING`, which rewrites the rule rather than
+/// taking it down.
+fn fence_holds_sql(owner: &str) -> String {
+    let owner = quote_literal(&ident(owner).to_string());
     format!(
-        "CREATE OR REPLACE FUNCTION rowgate.caller_id() RETURNS text
+        "EXISTS (SELECT 1 FROM pg_catalog.pg_class AS c \
+         JOIN pg_catalog.pg_policy AS p ON p.polrelid = c.oid \
+         WHERE c.oid = t AND c.relrowsecurity \
+           AND p.polname = {rows} AND NOT p.polpermissive AND p.polcmd IN ('r', '*') \
+           AND p.polroles && ARRAY[0, {owner}::pg_catalog.regrole]::pg_catalog.oid[] \
+           AND NOT pg_catalog.pg_has_role({owner}::pg_catalog.regrole, c.relowner, 'USAGE'))",
+        rows = quote_literal(row_security::ROWS_POLICY),
+    )
+}
+
+fn identity_function_sql(fence_owner: Option<&str>) -> String {
+    let (signature, fenced, fence_check) = match fence_owner {
+        None => ("caller_id()", "TRUE".to_string(), String::new()),
+        Some(owner) => (
+            "fenced_caller(t regclass)",
+            fence_holds_sql(owner),
+            format!(
+                "
+    IF fenced IS NOT TRUE THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = pg_catalog.format('rowgate: %s is no longer fenced by its row-level security policy', t),
+            HINT = 'Run rowgate install again.';
+    END IF;"
+            ),
+        ),
+    };
+    format!(
+        "CREATE OR REPLACE FUNCTION rowgate.{signature} RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $rowgate$
@@ -1061,6 +1119,7 @@ DECLARE
     payload text := pg_catalog.split_part(signed, '.', 1);
     digest text := pg_catalog.split_part(signed, '.', 2);
     secret bytea;
+    fenced boolean;
 BEGIN
     IF signed IS NULL
        OR signed <> payload || '.' || digest
@@ -1070,12 +1129,12 @@ BEGIN
        OR pg_catalog.ltrim(payload || digest, '0123456789abcdef') <> '' THEN
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {message};
     END IF;
-    SELECT k.key INTO secret FROM rowgate_private.identity_key AS k;
+    SELECT k.key, {fenced} INTO secret, fenced FROM rowgate_private.identity_key AS k;
     IF secret IS NULL
        OR pg_catalog.encode(pg_catalog.sha256(secret || pg_catalog.convert_to(payload, 'UTF8')), 'hex')
           <> digest THEN
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {message};
-    END IF;
+    END IF;{fence_check}
     RETURN pg_catalog.convert_from(pg_catalog.decode(payload, 'hex'), 'UTF8');
 END
 $rowgate$",

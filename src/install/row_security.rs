@@ -12,9 +12,10 @@
 //! Per such table T:
 //! * the owner role `<serving role>_owner` (NOLOGIN, no attribute, member of nothing) may
 //!   SELECT T and the relations the rules read, and owns `rowgate.T`, a plain view of T's
-//!   shown columns, so T is read with the owner's rights and the owner's policies;
+//!   shown columns, so T is read with the owner's rights and the owner's policies; the view's
+//!   one filter is the caller gate, which also fails the query if T's fence was taken down;
 //! * row-level security is enabled on T, with `rowgate_reads` (permissive, SELECT, TO owner,
-//!   `true`) and `rowgate_rows` (restrictive, SELECT, TO owner, the gated rule): the owner
+//!   `true`) and `rowgate_rows` (restrictive, SELECT, TO owner, the rule): the owner
 //!   sees exactly the rule's rows, whatever other policies T has;
 //! * when install is what enabled row-level security on T, `rowgate_others` (permissive, ALL,
 //!   TO PUBLIC, `true`) lets every other role see and write what it did before. Its presence
@@ -41,37 +42,24 @@ pub(super) const POLICIES: [&str; 3] = [ROWS_POLICY, READS_POLICY, OTHERS_POLICY
 const ROWS_TEMPLATE: &str =
     "CREATE POLICY rowgate_rows ON t AS RESTRICTIVE FOR SELECT TO r USING (:Hole)";
 
-/// `rowgate.fence_down(t)`: raises, saying `t` is no longer fenced. Each row-security view's
-/// filter ([`fence_check`]) calls it when its table has row-level security off or lacks
-/// `rowgate_rows`: without the policy the owner role would read every row (and pass the
-/// pass-through), so a fence someone took down later (to `COPY` into the table, say) must fail
-/// the query rather than open it. STABLE, so the planner never calls it to estimate anything;
-/// SECURITY INVOKER, reading nothing.
-pub(super) const FENCE_DOWN_FUNCTION: &str = "CREATE OR REPLACE FUNCTION rowgate.fence_down(t regclass) \
-RETURNS boolean LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $rowgate$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = '42501',
-        MESSAGE = pg_catalog.format('rowgate: %s is no longer fenced by its row-level security policy', t),
-        HINT = 'Run rowgate install again.';
-END
-$rowgate$";
+/// The filter of a row-security view: the caller gate, by way of `rowgate.fenced_caller(t)`,
+/// which also raises (42501) if `t`'s fence was taken down after install (row-level security
+/// turned off to `COPY` into the table, say, or `rowgate_rows` dropped): without it the owner
+/// role, and so the view, would read every row. The gate is in the view, not the policy, so
+/// that it holds with the policy gone too. One InitPlan per reference (it reads no column).
+const FENCED_GATE_TEMPLATE: &str =
+    "(SELECT rowgate.fenced_caller(CAST(:Hole AS regclass))) IS NOT NULL";
 
-/// The check itself is plain SQL over catalogs every role may read, one InitPlan per query
-/// (it reads no column): a PL/pgSQL function doing it cost ~50 µs a query, this ~10 µs.
-const FENCE_CHECK_TEMPLATE: &str = "(SELECT CASE \
-     WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class AS c WHERE c.oid = x.t AND c.relrowsecurity) \
-      AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy AS p WHERE p.polrelid = x.t \
-                  AND p.polname = 'rowgate_rows' AND NOT p.polpermissive) \
-     THEN true ELSE rowgate.fence_down(x.t) END \
-     FROM (SELECT CAST(:Hole AS regclass) AS t) AS x)";
+/// The function an earlier install checked fences with; dropped once no view calls it.
+pub(super) const OLD_FENCE_FUNCTION: &str = "rowgate.fence_down(regclass)";
 
-/// The filter of `table`'s view: true while its fence stands, an error otherwise.
-pub(super) fn fence_check(table: &QualifiedName, what: &str) -> Result<Expr, InstallError> {
-    let mut check = parse_expr(FENCE_CHECK_TEMPLATE, what)?;
+/// The filter of `table`'s view: see [`FENCED_GATE_TEMPLATE`].
+pub(super) fn fenced_gate(table: &QualifiedName, what: &str) -> Result<Expr, InstallError> {
+    let mut gate = parse_expr(FENCED_GATE_TEMPLATE, what)?;
     let name = object_name(&[&table.schema, &table.name]).to_string();
     let literal = Expr::Value(Value::SingleQuotedString(name).into());
-    fill(&mut check, Filling::Expr(Box::new(literal)), what)?;
-    Ok(check)
+    fill(&mut gate, Filling::Expr(Box::new(literal)), what)?;
+    Ok(gate)
 }
 
 /// The role that owns the row-security views: the serving role's name with this suffix.
@@ -266,7 +254,7 @@ pub(super) fn rows_policy_sql(
     printed(&statement, what)
 }
 
-/// The steps that fence `table` for `owner` with `rule` (gated, made indexable).
+/// The steps that fence `table` for `owner` with `rule` (made indexable).
 pub(super) fn plan_table(
     steps: &mut Vec<Step>,
     table: &QualifiedName,
@@ -361,8 +349,8 @@ pub(super) fn plan_leaving(steps: &mut Vec<Step>, table: &QualifiedName, state: 
     }
 }
 
-/// The rule of policy table `name` as its row-security policy holds it: substituted, made
-/// indexable and gated. `None` for a table whose rule is not `rows`.
+/// The rule of policy table `name` as its row-security policy holds it: substituted and made
+/// indexable (the caller gate is the view's). `None` for a table whose rule is not `rows`.
 pub(super) fn row_security_rule(
     policy: &Policy,
     fragments: &Fragments<'_>,
@@ -375,7 +363,7 @@ pub(super) fn row_security_rule(
         return Ok(None);
     };
     let rule = fragments.substitute_expr(&fragment.ast, &format!("table `{name}` rows"))?;
-    Ok(Some(fragments.gated(indexable(rule)?)))
+    Ok(Some(indexable(rule)?))
 }
 
 /// Narrows `catalog.row_security` (the candidates: `rows` rules over base tables) to the tables
