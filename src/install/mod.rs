@@ -1093,20 +1093,21 @@ fn fence_holds_sql(owner: &str) -> String {
     )
 }
 
+/// What `fenced_caller()` does when the fence is down.
+const FENCE_DOWN: &str = "
+    IF fenced IS NOT TRUE THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = pg_catalog.format('rowgate: %s is no longer fenced by its row-level security policy', t),
+            HINT = 'Run rowgate install again.';
+    END IF;";
+
 fn identity_function_sql(fence_owner: Option<&str>) -> String {
     let (signature, fenced, fence_check) = match fence_owner {
         None => ("caller_id()", "TRUE".to_string(), String::new()),
         Some(owner) => (
             "fenced_caller(t regclass)",
             fence_holds_sql(owner),
-            format!(
-                "
-    IF fenced IS NOT TRUE THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = pg_catalog.format('rowgate: %s is no longer fenced by its row-level security policy', t),
-            HINT = 'Run rowgate install again.';
-    END IF;"
-            ),
+            FENCE_DOWN.to_string(),
         ),
     };
     format!(
