@@ -53,6 +53,7 @@ mod catalog;
 mod fragments;
 mod report;
 mod row_security;
+mod whole;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -289,8 +290,15 @@ pub struct Catalog {
     /// The row-level security state of the sources in `row_security` and of every table that
     /// holds one of rowgate's policies.
     pub tables: BTreeMap<QualifiedName, TableSecurity>,
-    /// The relations the row-security tables' rules read: the owner role may SELECT them.
+    /// The relations the row-security tables' rules read directly: the owner role may SELECT
+    /// them.
     pub rule_relations: BTreeSet<QualifiedName>,
+    /// The tables those rules read through a whole view instead (see `whole`).
+    pub whole: BTreeSet<QualifiedName>,
+    /// How the rules name the relations they read (as printed) → the relation.
+    pub rule_names: BTreeMap<String, QualifiedName>,
+    /// The whole views now in schema `rowgate_private`.
+    pub whole_views: BTreeSet<String>,
     /// Policy table name → why its base table gets a `security_barrier` view rather than
     /// row-level security, for the report.
     pub barrier_reasons: BTreeMap<String, String>,
@@ -473,6 +481,7 @@ pub async fn inspect(
     catalog.swept_schemas.remove(VIEW_SCHEMA);
     catalog.swept_schemas.remove(PRIVATE_SCHEMA);
     catalog.views = relations_of_kind(client, VIEW_SCHEMA, "v").await?;
+    catalog.whole_views = relations_of_kind(client, PRIVATE_SCHEMA, "v").await?;
     Ok(catalog)
 }
 
@@ -797,6 +806,8 @@ fn plan(
         fenced_caller_sql(&owner_name),
     );
 
+    whole::plan(&mut steps, catalog);
+
     // The views: first those the policy no longer names, then each policy table's, anew.
     for stale in catalog
         .views
@@ -893,6 +904,7 @@ fn plan(
             let rule = row_security_rule(policy, &fragments, name)?.ok_or_else(|| {
                 template(&what, "a row-security table's rule is not a `rows` rule")
             })?;
+            let rule = whole::read_whole(rule, &catalog.rule_names, &catalog.whole);
             let state = catalog.tables.get(&table.source);
             row_security::plan_table(&mut steps, &table.source, state, &owner_name, rule)?;
             let gate = row_security::fenced_gate(&table.source, &what)?;
@@ -963,6 +975,7 @@ fn plan(
             format!("GRANT SELECT ON {shown} TO {owner}"),
         );
     }
+    whole::grant(&mut steps, catalog, &owner);
 
     // Grants last, after everything they name exists: first take away whatever the role or
     // PUBLIC holds in schema rowgate (default privileges could have granted some to new views),

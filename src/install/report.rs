@@ -5,7 +5,8 @@ use super::*;
 /// What install may change, read the same way before and after it.
 pub(super) struct Snapshot {
     pub(super) schemas: BTreeSet<String>,
-    /// View name → definition and options.
+    /// View (`schema.name`, quoted) → definition, options and owner, in `rowgate` and
+    /// `rowgate_private` (the whole views).
     pub(super) views: BTreeMap<String, String>,
     /// `rowgate.f()` → definition.
     pub(super) functions: BTreeMap<String, String>,
@@ -40,13 +41,14 @@ impl Snapshot {
             .collect();
         let views = client
             .query(
-                "SELECT c.relname::text, \
+                "SELECT pg_catalog.quote_ident(n.nspname) || '.' \
+                        || pg_catalog.quote_ident(c.relname), \
                         pg_catalog.pg_get_viewdef(c.oid) || coalesce(c.reloptions::text, '') \
                         || ' owned by ' || pg_catalog.pg_get_userbyid(c.relowner) \
                  FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relkind = 'v'",
-                &[&VIEW_SCHEMA],
+                 WHERE n.nspname = ANY ($1) AND c.relkind = 'v'",
+                &[&vec![VIEW_SCHEMA, PRIVATE_SCHEMA]],
             )
             .await
             .map_err(what())?
@@ -205,9 +207,7 @@ impl Snapshot {
         objects.compare("function", &self.functions, &after.functions, false, |n| {
             n.to_string()
         });
-        objects.compare("view", &self.views, &after.views, true, |n| {
-            object_name(&[VIEW_SCHEMA, n]).to_string()
-        });
+        objects.compare("view", &self.views, &after.views, true, |n| n.to_string());
 
         for group in self.owner_member_of.difference(&after.owner_member_of) {
             changes.push(format!(

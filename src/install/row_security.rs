@@ -22,12 +22,13 @@
 //!   records that install enabled it, so a table that leaves the policy gets it disabled again.
 //!
 //! Which base tables are fenced so ([`choose_fenced`]): a rule's subqueries read as the owner
-//! role too, so a rule that reads a fenced table would see only that table's rows for the
-//! caller (wider, not narrower, under `NOT IN`), and one that reads its own table would recurse.
-//! Such tables, tables whose rules read a table with row-level security of the operator's,
-//! tables named by two policy tables (one `rowgate_rows` each), and tables whose
-//! row-level security is off but which hold policies of the operator's (enabling it would make
-//! them live) keep a `security_barrier` view, as view sources do; the report says why.
+//! role too, so a table the rule reads that has row-level security (another fenced table, the
+//! rule's own, one with the operator's policies) is read through a whole view (`whole`), or
+//! the rule would see only part of it (wider, not narrower, under `NOT IN`) or recurse. Tables
+//! whose rule cannot read so (see `whole::unreadable`), tables named by two policy tables (one
+//! `rowgate_rows` each), and tables whose row-level security is off but which hold policies of
+//! the operator's (enabling it would make them live) keep a `security_barrier` view, as view
+//! sources do; the report says why.
 
 use super::*;
 
@@ -77,6 +78,10 @@ pub struct TableSecurity {
     pub enabled: bool,
     /// The names of every policy on the table, rowgate's and others.
     pub policies: BTreeSet<String>,
+    /// Row-level security does not bind the installer here (a superuser or BYPASSRLS role, or
+    /// the table's owner without `FORCE ROW LEVEL SECURITY`), so a view it owns reads the
+    /// whole table.
+    pub installer_reads_whole: bool,
 }
 
 impl TableSecurity {
@@ -110,7 +115,11 @@ pub(super) async fn table_security(
                  UNION \
                  SELECT polrelid FROM pg_catalog.pg_policy WHERE polname = ANY ($3)) \
              SELECT n.nspname::text, c.relname::text, c.relrowsecurity, \
-                    ARRAY(SELECT polname::text FROM pg_catalog.pg_policy WHERE polrelid = c.oid) \
+                    ARRAY(SELECT polname::text FROM pg_catalog.pg_policy WHERE polrelid = c.oid), \
+                    (SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r \
+                      WHERE r.rolname = current_user) \
+                    OR (NOT c.relforcerowsecurity \
+                        AND pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')) \
              FROM wanted w JOIN pg_catalog.pg_class c ON c.oid = w.oid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p')",
@@ -129,6 +138,7 @@ pub(super) async fn table_security(
             let state = TableSecurity {
                 enabled: row.get(2),
                 policies: policies.into_iter().collect(),
+                installer_reads_whole: row.get(4),
             };
             (name, state)
         })
@@ -136,18 +146,19 @@ pub(super) async fn table_security(
 }
 
 /// The relations `rule` reads, as install's `search_path` resolves them, outside the system
-/// schemas (which PUBLIC reads anyway). Names that resolve to nothing (a CTE of the rule) are
-/// left out: were one a missing table, creating the policy fails and says so.
+/// schemas (which PUBLIC reads anyway), by the name the rule gives each. Names that resolve to
+/// nothing (a CTE of the rule) are left out: were one a missing table, creating the policy
+/// fails and says so.
 pub(super) async fn rule_relations(
     client: &Client,
     rule: &Expr,
-) -> Result<BTreeSet<QualifiedName>, InstallError> {
+) -> Result<BTreeMap<String, QualifiedName>, InstallError> {
     let mut names = BTreeSet::new();
     let _ = visit_relations(rule, |name| {
         names.insert(name.to_string());
         ControlFlow::<()>::Continue(())
     });
-    let mut resolved = BTreeSet::new();
+    let mut resolved = BTreeMap::new();
     for name in names {
         let row = client
             .query_opt(
@@ -160,10 +171,11 @@ pub(super) async fn rule_relations(
             .await
             .map_err(db(format!("resolving relation {name} of a rule")))?;
         if let Some(row) = row {
-            resolved.insert(QualifiedName {
+            let relation = QualifiedName {
                 schema: row.get(0),
                 name: row.get(1),
-            });
+            };
+            resolved.insert(name, relation);
         }
     }
     Ok(resolved)
@@ -322,7 +334,8 @@ pub(super) fn plan_leaving(steps: &mut Vec<Step>, table: &QualifiedName, state: 
             push(
                 steps,
                 format!("dropping policy {policy} on {shown}"),
-                format!("DROP POLICY {policy} ON {shown}"),
+                // `whole::plan` dropped rowgate_rows already.
+                format!("DROP POLICY IF EXISTS {policy} ON {shown}"),
             );
         }
     }
@@ -410,35 +423,32 @@ pub(super) async fn choose_fenced(
             }
         }
         if let Some(rule) = row_security_rule(policy, &fragments, name)? {
-            reads.insert(name.clone(), rule_relations(client, &rule).await?);
+            let names = rule_relations(client, &rule).await?;
+            reads.insert(name.clone(), (rule, names));
         }
     }
-    // The rules' other tables: one with row-level security of the operator's own would be
-    // read through their policies as the owner role (maybe nothing, maybe the rows a NOT IN
-    // needed to exclude).
-    let read: Vec<&QualifiedName> = reads.values().flatten().collect();
+    // The rules' other tables: one with row-level security (a fenced table, the rule's own,
+    // or the operator's) is read through a whole view, where the rule allows it.
+    let read: Vec<&QualifiedName> = reads.values().flat_map(|(_, n)| n.values()).collect();
     let read_security = table_security(client, &read).await?;
-    for (name, relations) in &reads {
-        if let Some(fenced) = relations.iter().find(|r| by_source.contains_key(r)) {
-            reasons.insert(
-                name.clone(),
-                format!(
-                    "its rule reads {fenced}, a policy table's source, which must be read \
-                     whole"
-                ),
-            );
-        } else if let Some(guarded) = relations.iter().find(|r| {
-            read_security
-                .get(*r)
+    let must_be_whole = |r: &QualifiedName| {
+        by_source.contains_key(r)
+            || read_security
+                .get(r)
                 .is_some_and(|s| s.enabled && !s.enabled_by_install())
-        }) {
-            reasons.insert(
-                name.clone(),
-                format!(
-                    "its rule reads {guarded}, which has row-level security of its own and \
-                     must be read whole"
-                ),
-            );
+    };
+    let mut whole = BTreeSet::new();
+    for (name, (rule, names)) in &reads {
+        let needed: BTreeSet<&QualifiedName> =
+            names.values().filter(|r| must_be_whole(r)).collect();
+        match needed
+            .iter()
+            .find_map(|r| whole::unreadable(r, read_security.get(*r), rule))
+        {
+            Some(why) => {
+                reasons.insert(name.clone(), why);
+            }
+            None => whole.extend(needed.into_iter().cloned()),
         }
     }
     for (table, state) in read_security {
@@ -447,11 +457,24 @@ pub(super) async fn choose_fenced(
     catalog
         .row_security
         .retain(|name| !reasons.contains_key(name));
-    catalog.rule_relations = reads
+    let fenced_reads: Vec<_> = reads
         .into_iter()
         .filter(|(name, _)| catalog.row_security.contains(name))
-        .flat_map(|(_, relations)| relations)
+        .flat_map(|(_, (_, names))| names)
         .collect();
+    catalog.whole = fenced_reads
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| whole.contains(*r))
+        .cloned()
+        .collect();
+    catalog.rule_relations = fenced_reads
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| !catalog.whole.contains(*r))
+        .cloned()
+        .collect();
+    catalog.rule_names = fenced_reads.into_iter().collect();
     catalog.barrier_reasons = reasons;
     Ok(())
 }

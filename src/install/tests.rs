@@ -293,6 +293,7 @@ fn base_tables_get_plain_views_and_row_security_policies() {
         TableSecurity {
             enabled: true,
             policies: ["theirs".to_string()].into(),
+            installer_reads_whole: true,
         },
     );
     let plan = plan_sql(&policy, &key(), &InstallOptions::default(), &catalog).unwrap();
@@ -334,4 +335,67 @@ fn base_tables_get_plain_views_and_row_security_policies() {
     assert!(!has(
         "ALTER VIEW rowgate.invoices OWNER TO rowgate_agent_owner"
     ));
+}
+
+/// A rule reads a table whole only where the view can: the installer not bound by the table's
+/// row-level security, no WITH clause (whose names renaming could confuse with a table's),
+/// and a view name PostgreSQL keeps whole.
+#[test]
+fn whole_views_only_where_they_read_the_whole_table() {
+    let table = QualifiedName {
+        schema: "public".to_string(),
+        name: "permissions".to_string(),
+    };
+    let state = |reads| TableSecurity {
+        enabled: true,
+        policies: ["theirs".to_string()].into(),
+        installer_reads_whole: reads,
+    };
+    let expr = |sql: &str| parse_expr(sql, "test").unwrap();
+    let plain = expr("department IN (SELECT department FROM permissions)");
+    assert_eq!(whole::unreadable(&table, Some(&state(true)), &plain), None);
+    let bound = whole::unreadable(&table, Some(&state(false)), &plain).unwrap();
+    assert!(bound.contains("FORCE ROW LEVEL SECURITY"), "{bound}");
+    assert!(whole::unreadable(&table, None, &plain).is_some());
+    let with = expr(
+        "department IN (WITH permissions AS (SELECT 1 AS department) \
+         SELECT department FROM permissions)",
+    );
+    let why = whole::unreadable(&table, Some(&state(true)), &with).unwrap();
+    assert!(why.contains("WITH clause"), "{why}");
+    let long = QualifiedName {
+        schema: "s".repeat(40),
+        name: "t".repeat(30),
+    };
+    let why = whole::unreadable(&long, Some(&state(true)), &plain).unwrap();
+    assert!(why.contains("too long"), "{why}");
+}
+
+/// Only the names that resolve to a table read whole are renamed.
+#[test]
+fn read_whole_renames_only_the_tables_read_whole() {
+    let orders = QualifiedName {
+        schema: "public".to_string(),
+        name: "orders".to_string(),
+    };
+    let users = QualifiedName {
+        schema: "public".to_string(),
+        name: "users".to_string(),
+    };
+    let names = [
+        ("orders".to_string(), orders.clone()),
+        ("public.users".to_string(), users),
+    ]
+    .into();
+    let rule = parse_expr(
+        "id IN (SELECT o.id FROM orders o JOIN public.users u ON u.id = o.user_id)",
+        "test",
+    )
+    .unwrap();
+    let renamed = whole::read_whole(rule, &names, &[orders].into()).to_string();
+    assert_eq!(
+        renamed,
+        "id IN (SELECT o.id FROM rowgate_private.\"public.orders\" o \
+         JOIN public.users u ON u.id = o.user_id)"
+    );
 }

@@ -1,0 +1,148 @@
+//! Whole-table views for the row-security rules.
+//!
+//! A `rowgate_rows` policy's subqueries run as the owner role, so a table the rule reads that
+//! has row-level security would be read through that table's policies: for another fenced
+//! table only the caller's part of it (under `NOT IN`, a wider rule, not a narrower one), for
+//! the rule's own table a recursion, for a table with the operator's own policies whatever
+//! those give the owner role. The rule reads such a table as `rowgate_private."<schema>.<table>"`
+//! instead: a plain view of the whole table, owned by the installer (a superuser or the
+//! table's owner, whom row-level security does not bind), that only the owner role may read.
+//! Without these, such tables would need `security_barrier` views, which PostgreSQL cannot
+//! flatten into the agent's query (BENCHMARKS.md: Q21, Q22).
+
+use sqlparser::ast::visit_relations_mut;
+
+use super::*;
+
+/// The longest name PostgreSQL keeps whole; longer ones it truncates.
+const MAX_NAME: usize = 63;
+
+/// The whole view's name in schema `rowgate_private`.
+pub(super) fn view_name(table: &QualifiedName) -> String {
+    format!("{}.{}", table.schema, table.name)
+}
+
+/// Why `table` cannot be read through a whole view, if it cannot.
+pub(super) fn unreadable(
+    table: &QualifiedName,
+    state: Option<&TableSecurity>,
+    rule: &Expr,
+) -> Option<String> {
+    if !state.is_some_and(|s| s.installer_reads_whole) {
+        // The view reads with its owner's rights: bound by the table's policies, it would
+        // give the rule only some rows (a wider rule, under `NOT IN`).
+        return Some(format!(
+            "its rule reads {table}, which must be read whole, and row-level security binds \
+             the installing role there (FORCE ROW LEVEL SECURITY, or not its owner); install \
+             as a superuser or as the table's owner without FORCE"
+        ));
+    }
+    if has_with(rule) {
+        // A CTE of the rule could share a table's name; renaming its references could widen
+        // the rule to the whole table.
+        return Some(format!(
+            "its rule reads {table}, which must be read whole, from inside a WITH clause, \
+             where rowgate does not rename relations"
+        ));
+    }
+    if view_name(table).len() > MAX_NAME {
+        return Some(format!(
+            "its rule reads {table}, which must be read whole, and that name is too long \
+             for the whole view's (`<schema>.<table>`, at most {MAX_NAME} bytes)"
+        ));
+    }
+    None
+}
+
+fn has_with(rule: &Expr) -> bool {
+    struct FindWith;
+    impl Visitor for FindWith {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            if query.with.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    Visit::visit(rule, &mut FindWith).is_break()
+}
+
+/// `rule` with every relation that `names` resolves to a table in `whole` read through its
+/// whole view instead.
+pub(super) fn read_whole(
+    mut rule: Expr,
+    names: &BTreeMap<String, QualifiedName>,
+    whole: &BTreeSet<QualifiedName>,
+) -> Expr {
+    let _ = visit_relations_mut(&mut rule, |name| {
+        if let Some(table) = names.get(&name.to_string()).filter(|t| whole.contains(*t)) {
+            *name = object_name(&[PRIVATE_SCHEMA, &view_name(table)]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    rule
+}
+
+/// The steps that (re)create the whole views the rules need and drop the others. Every
+/// `rowgate_rows` goes first (each is created again with its table): a policy that reads a
+/// whole view would stop the view being replaced.
+pub(super) fn plan(steps: &mut Vec<Step>, catalog: &Catalog) {
+    for (table, state) in &catalog.tables {
+        if state.policies.contains(row_security::ROWS_POLICY) {
+            let shown = object_name(&[&table.schema, &table.name]);
+            push(
+                steps,
+                format!("dropping policy {} on {shown}", row_security::ROWS_POLICY),
+                format!(
+                    "DROP POLICY IF EXISTS {} ON {shown}",
+                    row_security::ROWS_POLICY
+                ),
+            );
+        }
+    }
+    let wanted: BTreeSet<String> = catalog.whole.iter().map(view_name).collect();
+    for stale in catalog.whole_views.difference(&wanted) {
+        let name = object_name(&[PRIVATE_SCHEMA, stale]);
+        push(
+            steps,
+            format!("dropping view {name}"),
+            format!("DROP VIEW {name}"),
+        );
+    }
+    for table in &catalog.whole {
+        let name = object_name(&[PRIVATE_SCHEMA, &view_name(table)]);
+        let what = format!("creating view {name}");
+        push(steps, &what, format!("DROP VIEW IF EXISTS {name}"));
+        push(
+            steps,
+            what,
+            format!(
+                "CREATE VIEW {name} AS SELECT * FROM {}",
+                object_name(&[&table.schema, &table.name])
+            ),
+        );
+    }
+}
+
+/// The owner role's grants on the whole views (after the sweep that revoked its rights in
+/// schema `rowgate_private`).
+pub(super) fn grant(steps: &mut Vec<Step>, catalog: &Catalog, owner: &str) {
+    if catalog.whole.is_empty() {
+        return;
+    }
+    push(
+        steps,
+        format!("granting USAGE on schema {PRIVATE_SCHEMA} to {owner}"),
+        format!("GRANT USAGE ON SCHEMA {PRIVATE_SCHEMA} TO {owner}"),
+    );
+    for table in &catalog.whole {
+        let name = object_name(&[PRIVATE_SCHEMA, &view_name(table)]);
+        push(
+            steps,
+            format!("granting SELECT on {name} to {owner}"),
+            format!("GRANT SELECT ON {name} TO {owner}"),
+        );
+    }
+}
