@@ -490,6 +490,50 @@ async fn a_rule_that_reads_its_own_table_reads_it_whole() {
     db.teardown().await;
 }
 
+/// A whole view reads past row-level security, so install leaves no grant on it but the
+/// owner role's: not one that the installer's default privileges added, not one by hand.
+#[tokio::test]
+async fn whole_views_are_granted_to_the_owner_role_only() {
+    let db = TestDb::new().await;
+    let other = Reporter::create(&db, "defaults").await;
+    db.admin
+        .batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA rowgate_private GRANT SELECT ON TABLES TO \"{0}\"; \
+             GRANT USAGE ON SCHEMA rowgate_private TO \"{0}\"; \
+             GRANT SELECT ON rowgate_private.identity_key TO PUBLIC",
+            other.name
+        ))
+        .await
+        .unwrap();
+    let report = reinstall(&db, &common::policy()).await;
+    for relation in [
+        "rowgate_private.\"public.orders\"",
+        "rowgate_private.identity_key",
+    ] {
+        let error = other
+            .i64(&db, &format!("SELECT count(*) FROM {relation}"))
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&error), "42501", "{relation}: {report}");
+    }
+    assert_bob_sees(
+        &db,
+        "order_items",
+        "SELECT count(*) FROM public.order_items WHERE order_id IN \
+         (SELECT id FROM public.orders WHERE user_id = 'bob')",
+    )
+    .await;
+    db.admin
+        .batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA rowgate_private REVOKE SELECT ON TABLES FROM \"{}\"",
+            other.name
+        ))
+        .await
+        .unwrap();
+    other.drop(&db).await;
+    db.teardown().await;
+}
+
 /// Two policy tables over one base table would each need the table's one `rowgate_rows`
 /// policy; both get security_barrier views instead, each with its own rule.
 #[tokio::test]

@@ -399,3 +399,16 @@ fn read_whole_renames_only_the_tables_read_whole() {
          JOIN public.users u ON u.id = o.user_id)"
     );
 }
+
+/// Two tables whose names differ only in where the dot falls get two whole views.
+#[test]
+fn whole_view_names_are_one_per_table() {
+    let name = |schema: &str, name: &str| {
+        whole::view_name(&QualifiedName {
+            schema: schema.to_string(),
+            name: name.to_string(),
+        })
+    };
+    assert_eq!(name("public", "orders"), "public.orders");
+    assert_ne!(name("a.b", "c"), name("a", "b.c"));
+}

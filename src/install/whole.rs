@@ -17,9 +17,10 @@ use super::*;
 /// The longest name PostgreSQL keeps whole; longer ones it truncates.
 const MAX_NAME: usize = 63;
 
-/// The whole view's name in schema `rowgate_private`.
+/// The whole view's name in schema `rowgate_private`: the table's name as SQL writes it
+/// (`public.orders`; `"a.b".c` and `a."b.c"` stay two names).
 pub(super) fn view_name(table: &QualifiedName) -> String {
-    format!("{}.{}", table.schema, table.name)
+    object_name(&[&table.schema, &table.name]).to_string()
 }
 
 /// Why `table` cannot be read through a whole view, if it cannot.
@@ -126,9 +127,34 @@ pub(super) fn plan(steps: &mut Vec<Step>, catalog: &Catalog) {
     }
 }
 
+/// Takes every grant on a relation in `rowgate_private` from everyone but its owner: default
+/// privileges (`ALTER DEFAULT PRIVILEGES IN SCHEMA rowgate_private ...`) would otherwise hand
+/// a new whole view, which reads past the table's row-level security, to whoever they name.
+/// `grant` then gives the owner role its own.
+const CLOSE_PRIVATE: &str = "DO $rowgate$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT DISTINCT c.oid::pg_catalog.regclass AS relation, a.grantee
+             FROM pg_catalog.pg_class AS c
+             CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+             WHERE c.relnamespace = 'rowgate_private'::pg_catalog.regnamespace
+               AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', g.relation,
+            CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::pg_catalog.regrole::text END);
+    END LOOP;
+END
+$rowgate$";
+
 /// The owner role's grants on the whole views (after the sweep that revoked its rights in
 /// schema `rowgate_private`).
 pub(super) fn grant(steps: &mut Vec<Step>, catalog: &Catalog, owner: &str) {
+    push(
+        steps,
+        format!("revoking every grant in schema {PRIVATE_SCHEMA}"),
+        CLOSE_PRIVATE,
+    );
     if catalog.whole.is_empty() {
         return;
     }
