@@ -733,3 +733,62 @@ async fn a_fence_taken_down_later_fails_the_query_instead_of_opening_it() {
     }
     db.teardown().await;
 }
+
+/// Settings that make PostgreSQL plan every query it can in parallel (a Gather on top, the
+/// scans in a worker), so the small demo tables take the plans large ones would.
+const FORCE_PARALLEL: &str = "SET LOCAL force_parallel_mode = on; \
+     SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0; \
+     SET LOCAL min_parallel_table_scan_size = 0; SET LOCAL min_parallel_index_scan_size = 0";
+
+/// The identity functions are PARALLEL RESTRICTED, so the agent's queries may run in parallel
+/// (row-level security's did, and won Q21 by it). In a parallel plan the views show the same
+/// rows, and the rule still runs before a predicate that errors on a hidden row.
+#[tokio::test]
+async fn parallel_plans_keep_the_fence() {
+    let db = TestDb::new().await;
+    let agent = db.agent().await;
+    agent
+        .batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL rowgate.caller = '{}'; {FORCE_PARALLEL}",
+            db.key.sign("bob")
+        ))
+        .await
+        .unwrap();
+    let plan: Vec<String> = agent
+        .query("EXPLAIN SELECT count(*) FROM rowgate.invoices", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    agent.batch_execute("ROLLBACK").await.unwrap();
+    assert!(
+        plan.iter().any(|l| l.contains("Gather")),
+        "no parallel plan: {plan:#?}"
+    );
+    for view in ["invoices", "orders", "order_items", "documents", "blocks"] {
+        let sql = format!("SELECT count(*) FROM rowgate.{view}");
+        let serial = agent_count(&agent, &db, "bob", "", &sql).await.unwrap();
+        let parallel = agent_count(&agent, &db, "bob", FORCE_PARALLEL, &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{view} in parallel: {}", db_message(&e)));
+        assert_eq!(parallel, serial, "{view}");
+    }
+    assert_bob_sees(&db, "invoices", &bobs_invoices()).await;
+    // 777.77 is the amount of invoice 2001 (Executive), which bob does not see.
+    let hidden = db
+        .admin_i64("SELECT count(*) FROM public.invoices WHERE amount = 777.77")
+        .await;
+    assert_eq!(hidden, 1);
+    let probe = agent_count(
+        &agent,
+        &db,
+        "bob",
+        FORCE_PARALLEL,
+        "SELECT count(*) FROM rowgate.invoices WHERE amount = 777.77 AND 1/(amount - 777.77) = 0",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the probe reached the hidden row: {}", db_message(&e)));
+    assert_eq!(probe, 0);
+    db.teardown().await;
+}

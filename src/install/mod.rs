@@ -136,7 +136,8 @@ const EXISTS_HEAD: &str = "CREATE OR REPLACE FUNCTION rowgate.caller_exists() RE
      LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS ";
 
 const ATTRIBUTES_TEMPLATE: &str = "CREATE OR REPLACE FUNCTION rowgate.caller_attributes() \
-     RETURNS jsonb LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp \
+     RETURNS jsonb LANGUAGE sql STABLE PARALLEL RESTRICTED SECURITY DEFINER \
+     SET search_path = pg_catalog, pg_temp \
      RETURN CASE WHEN (SELECT rowgate.caller_id()) IS NOT NULL THEN :Hole END";
 
 /// The PL/pgSQL variable `caller_exists()` holds the verified caller in.
@@ -1114,6 +1115,12 @@ const FENCE_DOWN: &str = "
             HINT = 'Run rowgate install again.';
     END IF;";
 
+/// `caller_id()` or `fenced_caller(t)`. PARALLEL RESTRICTED (as is `caller_attributes()`):
+/// a query that calls a PARALLEL UNSAFE function gets no parallel plan at all, and every
+/// agent query calls these; row-level security's own queries got parallel scans where
+/// rowgate's could not (BENCHMARKS.md, Q21). Restricted, they run only in the leader, once per
+/// query in their InitPlans; they write nothing and catch no error, and the `SET search_path`
+/// of a function call is allowed in parallel mode.
 fn identity_function_sql(fence_owner: Option<&str>) -> String {
     let (signature, fenced, fence_check) = match fence_owner {
         None => ("caller_id()", "TRUE".to_string(), String::new()),
@@ -1125,7 +1132,7 @@ fn identity_function_sql(fence_owner: Option<&str>) -> String {
     };
     format!(
         "CREATE OR REPLACE FUNCTION rowgate.{signature} RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $rowgate$
 DECLARE
