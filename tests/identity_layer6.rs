@@ -504,7 +504,8 @@ async fn the_key_and_the_identity_functions_are_out_of_reach() {
     let agent = db.agent().await;
     let bob_signed = db.key.sign("bob");
 
-    // Nothing in rowgate_private: no USAGE, and no table or routine there is accessible.
+    // Nothing in rowgate_private: no USAGE, and no table or routine there is accessible but
+    // the whole views' gate, `SELECT true` (the serving role's EXECUTE is what it checks).
     let row = agent
         .query_one(
             "SELECT has_schema_privilege('rowgate_private', 'USAGE'), \
@@ -514,7 +515,12 @@ async fn the_key_and_the_identity_functions_are_out_of_reach() {
                         AND (has_table_privilege(c.oid, 'SELECT') OR has_table_privilege(c.oid, 'INSERT') \
                              OR has_table_privilege(c.oid, 'UPDATE') OR has_table_privilege(c.oid, 'DELETE'))), \
                     (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-                      WHERE n.nspname = 'rowgate_private' AND has_function_privilege(p.oid, 'EXECUTE'))",
+                      WHERE n.nspname = 'rowgate_private' AND has_function_privilege(p.oid, 'EXECUTE') \
+                        AND p.proname <> 'whole_gate'), \
+                    (SELECT has_function_privilege(p.oid, 'EXECUTE') FROM pg_proc p \
+                      WHERE p.proname = 'whole_gate' \
+                        AND p.pronamespace = 'rowgate_private'::regnamespace), \
+                    (SELECT prosrc FROM pg_proc WHERE proname = 'whole_gate')",
             &[],
         )
         .await
@@ -531,6 +537,11 @@ async fn the_key_and_the_identity_functions_are_out_of_reach() {
         0,
         "an executable routine in rowgate_private"
     );
+    assert!(
+        row.get::<_, bool>(4),
+        "the serving role passes the whole views' gate"
+    );
+    assert_eq!(row.get::<_, &str>(5), "SELECT true");
 
     enter(&agent, &bob_signed).await;
     for sql in [

@@ -534,6 +534,122 @@ async fn whole_views_are_granted_to_the_owner_role_only() {
     db.teardown().await;
 }
 
+/// A rule written with the table's own name as qualifier (`orders.user_id`, no alias) must
+/// keep it meaning the table it reads once that table is read through its whole view, not the
+/// outer `orders` the rule filters: under NOT IN that would widen the rule.
+#[tokio::test]
+async fn qualified_columns_keep_their_table_when_it_is_read_whole() {
+    let db = TestDb::new().await;
+    let rule = "status = 'paid' AND user_id = :user_id OR user_id NOT IN \
+                (SELECT orders.user_id FROM orders WHERE orders.status = 'cancelled')";
+    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
+        .unwrap()
+        .replace("rows: \"user_id = :user_id\"", &format!("rows: \"{rule}\""));
+    assert!(yaml.contains("orders.status = 'cancelled'"));
+    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let report = reinstall(&db, &policy).await;
+    let expected = format!(
+        "SELECT count(*) FROM public.orders WHERE {}",
+        rule.replace("FROM orders", "FROM public.orders")
+            .replace(":user_id", "'bob'")
+    );
+    // Were `orders.user_id` the outer row, every order not cancelled would show.
+    let misread = "SELECT count(*) FROM public.orders WHERE status = 'paid' AND user_id = 'bob' \
+                   OR status <> 'cancelled'";
+    assert_ne!(db.admin_i64(&expected).await, db.admin_i64(misread).await);
+    assert_bob_sees(&db, "orders", &expected).await;
+    assert!(!is_barrier(&db, "orders").await, "{report}");
+    db.teardown().await;
+}
+
+/// `public.orders.user_id` and system columns cannot be kept pointing at the table once it is
+/// read through a view (an alias has no schema, a view no `ctid`): such a rule keeps a
+/// security_barrier view, and says why.
+#[tokio::test]
+async fn rules_a_rename_could_change_keep_a_barrier_view() {
+    let db = TestDb::new().await;
+    for (rule, reference) in [
+        (
+            "user_id = :user_id AND user_id NOT IN (SELECT public.orders.user_id \
+             FROM public.orders WHERE public.orders.total < 0)",
+            "public.orders.user_id",
+        ),
+        (
+            "user_id = :user_id AND id NOT IN (SELECT o.id FROM orders o \
+             WHERE o.total < 0 AND ctid IS NULL)",
+            "ctid",
+        ),
+    ] {
+        let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
+            .unwrap()
+            .replace("rows: \"user_id = :user_id\"", &format!("rows: \"{rule}\""));
+        let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+        let report = reinstall(&db, &policy).await;
+        assert!(is_barrier(&db, "orders").await, "{rule}: {report}");
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains(&format!("`{reference}`"))),
+            "{rule}: {report}"
+        );
+        assert_bob_sees(&db, "orders", BOBS_ORDERS).await;
+    }
+    db.teardown().await;
+}
+
+/// `pg_read_all_data` grants USAGE and SELECT everywhere, past any REVOKE; a whole view reads
+/// past the table's row-level security. Its filter is a function only the serving role may
+/// call, so such a role is refused there, and still sees only what the table's policies give.
+#[tokio::test]
+async fn a_role_that_reads_all_data_cannot_read_the_whole_views() {
+    let db = TestDb::new().await;
+    let reader = Reporter::create(&db, "read_all").await;
+    db.admin
+        .batch_execute(&format!(
+            "GRANT pg_read_all_data TO \"{}\"; \
+             ALTER TABLE public.permissions ENABLE ROW LEVEL SECURITY; \
+             CREATE POLICY theirs ON public.permissions TO PUBLIC USING (false)",
+            reader.name
+        ))
+        .await
+        .unwrap();
+    let report = reinstall(&db, &common::policy()).await;
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| c == "created view rowgate_private.\"public.permissions\""),
+        "{report}"
+    );
+    assert_eq!(
+        reader
+            .i64(&db, "SELECT count(*) FROM public.permissions")
+            .await
+            .unwrap(),
+        0,
+        "the operator's policy binds the reader"
+    );
+    for relation in [
+        "rowgate_private.\"public.permissions\"",
+        "rowgate_private.\"public.orders\"",
+    ] {
+        let error = reader
+            .i64(&db, &format!("SELECT count(*) FROM {relation}"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&error),
+            "42501",
+            "{relation}: {}",
+            db_message(&error)
+        );
+    }
+    assert_bob_sees(&db, "invoices", &bobs_invoices()).await;
+    reader.drop(&db).await;
+    db.teardown().await;
+}
+
 /// Two policy tables over one base table would each need the table's one `rowgate_rows`
 /// policy; both get security_barrier views instead, each with its own rule.
 #[tokio::test]

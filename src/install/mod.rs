@@ -976,7 +976,7 @@ fn plan(
             format!("GRANT SELECT ON {shown} TO {owner}"),
         );
     }
-    whole::grant(&mut steps, catalog, &owner);
+    whole::grant(&mut steps, catalog, &role, &owner);
 
     // Grants last, after everything they name exists: first take away whatever the role or
     // PUBLIC holds in schema rowgate (default privileges could have granted some to new views),

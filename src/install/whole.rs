@@ -10,7 +10,7 @@
 //! Without these, such tables would need `security_barrier` views, which PostgreSQL cannot
 //! flatten into the agent's query (BENCHMARKS.md: Q21, Q22).
 
-use sqlparser::ast::visit_relations_mut;
+use sqlparser::ast::{Ident, ObjectNamePart, TableAlias};
 
 use super::*;
 
@@ -46,6 +46,13 @@ pub(super) fn unreadable(
              where rowgate does not rename relations"
         ));
     }
+    if let Some(reference) = unsafe_to_rename(rule) {
+        return Some(format!(
+            "its rule reads {table}, which must be read whole, and refers to `{reference}`, \
+             which would not name the same thing once {table} is read through a view; \
+             write the column as `alias.column` with an alias in FROM"
+        ));
+    }
     if view_name(table).len() > MAX_NAME {
         return Some(format!(
             "its rule reads {table}, which must be read whole, and that name is too long \
@@ -71,25 +78,119 @@ fn has_with(rule: &Expr) -> bool {
 }
 
 /// `rule` with every relation that `names` resolves to a table in `whole` read through its
-/// whole view instead.
+/// whole view instead. An unaliased reference gets its old name as alias: `orders.status`
+/// and the whole-row `orders` must keep meaning the table read, not an outer `orders` (the
+/// rule's own table), which would change the rule silently (wider, under `NOT IN`).
 pub(super) fn read_whole(
     mut rule: Expr,
     names: &BTreeMap<String, QualifiedName>,
     whole: &BTreeSet<QualifiedName>,
 ) -> Expr {
-    let _ = visit_relations_mut(&mut rule, |name| {
-        if let Some(table) = names.get(&name.to_string()).filter(|t| whole.contains(*t)) {
+    struct Rename<'a> {
+        names: &'a BTreeMap<String, QualifiedName>,
+        whole: &'a BTreeSet<QualifiedName>,
+    }
+    impl VisitorMut for Rename<'_> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } = factor
+            else {
+                return ControlFlow::Continue(());
+            };
+            let Some(table) = self
+                .names
+                .get(&name.to_string())
+                .filter(|t| self.whole.contains(*t))
+            else {
+                return ControlFlow::Continue(());
+            };
+            if alias.is_none() {
+                if let Some(last) = name.0.last().and_then(ObjectNamePart::as_ident) {
+                    *alias = Some(TableAlias {
+                        explicit: true,
+                        name: last.clone(),
+                        columns: vec![],
+                        at: None,
+                    });
+                }
+            }
             *name = object_name(&[PRIVATE_SCHEMA, &view_name(table)]);
+            ControlFlow::Continue(())
         }
-        ControlFlow::<()>::Continue(())
-    });
+    }
+    let _ = VisitMut::visit(&mut rule, &mut Rename { names, whole });
     rule
 }
+
+/// PostgreSQL's system columns: a view has none.
+const SYSTEM_COLUMNS: [&str; 6] = ["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"];
+
+fn is_system_column(ident: &Ident) -> bool {
+    let name = match ident.quote_style {
+        None => ident.value.to_lowercase(),
+        Some(_) => ident.value.clone(),
+    };
+    SYSTEM_COLUMNS.contains(&name.as_str())
+}
+
+/// A column reference in `rule` that a rename could not keep pointing at the same table:
+/// `schema.table.col` (an alias has no schema) or a system column (a view has none, so
+/// `ctid` would find an outer table's).
+fn unsafe_to_rename(rule: &Expr) -> Option<String> {
+    struct Find;
+    impl Visitor for Find {
+        type Break = String;
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+            let found = match expr {
+                Expr::CompoundIdentifier(parts) => {
+                    parts.len() > 2 || parts.last().is_some_and(is_system_column)
+                }
+                Expr::Identifier(ident) => is_system_column(ident),
+                _ => false,
+            };
+            if found {
+                ControlFlow::Break(expr.to_string())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    match Visit::visit(rule, &mut Find) {
+        ControlFlow::Break(found) => Some(found),
+        ControlFlow::Continue(()) => None,
+    }
+}
+
+/// The whole views' filter, which only the serving role may call. A function's EXECUTE is
+/// checked for the user running the query, not the view's owner: the serving role, when a
+/// rule reads the view; anyone else who reached the view (a member of `pg_read_all_data`,
+/// which grants USAGE and SELECT everywhere and which no REVOKE takes away) gets "permission
+/// denied" instead of the table past its row-level security. For the serving role PostgreSQL
+/// inlines the call to `true`: no cost.
+const GATE: &str = "rowgate_private.whole_gate";
 
 /// The steps that (re)create the whole views the rules need and drop the others. Every
 /// `rowgate_rows` goes first (each is created again with its table): a policy that reads a
 /// whole view would stop the view being replaced.
 pub(super) fn plan(steps: &mut Vec<Step>, catalog: &Catalog) {
+    push(
+        steps,
+        format!("creating function {GATE}()"),
+        format!(
+            "CREATE OR REPLACE FUNCTION {GATE}() RETURNS boolean \
+             LANGUAGE sql STABLE PARALLEL SAFE AS 'SELECT true'"
+        ),
+    );
+    push(
+        steps,
+        format!("creating function {GATE}()"),
+        format!("REVOKE ALL ON FUNCTION {GATE}() FROM PUBLIC"),
+    );
     for (table, state) in &catalog.tables {
         if state.policies.contains(row_security::ROWS_POLICY) {
             let shown = object_name(&[&table.schema, &table.name]);
@@ -120,7 +221,7 @@ pub(super) fn plan(steps: &mut Vec<Step>, catalog: &Catalog) {
             steps,
             what,
             format!(
-                "CREATE VIEW {name} AS SELECT * FROM {}",
+                "CREATE VIEW {name} AS SELECT * FROM {} WHERE {GATE}()",
                 object_name(&[&table.schema, &table.name])
             ),
         );
@@ -147,13 +248,18 @@ BEGIN
 END
 $rowgate$";
 
-/// The owner role's grants on the whole views (after the sweep that revoked its rights in
+/// The serving role's EXECUTE on the gate, and the owner role's grants on the whole views (after the sweep that revoked its rights in
 /// schema `rowgate_private`).
-pub(super) fn grant(steps: &mut Vec<Step>, catalog: &Catalog, owner: &str) {
+pub(super) fn grant(steps: &mut Vec<Step>, catalog: &Catalog, role: &str, owner: &str) {
     push(
         steps,
         format!("revoking every grant in schema {PRIVATE_SCHEMA}"),
         CLOSE_PRIVATE,
+    );
+    push(
+        steps,
+        format!("granting EXECUTE on {GATE}() to {role}"),
+        format!("GRANT EXECUTE ON FUNCTION {GATE}() TO {role}"),
     );
     if catalog.whole.is_empty() {
         return;
