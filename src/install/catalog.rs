@@ -158,7 +158,7 @@ impl fmt::Display for Privilege {
             privilege,
         } = self;
         match kind.as_str() {
-            "table" => write!(f, "{privilege} on {schema}.{object}"),
+            "table" => write!(f, "{privilege} on {}", object_name(&[schema, object])),
             "column" => write!(f, "{privilege} on column {schema}.{object}"),
             "routine" => write!(f, "{privilege} on function {object}"),
             _ => write!(f, "{privilege} on {kind} {object}"),

@@ -8,7 +8,7 @@ pub(super) struct Snapshot {
     /// View (`schema.name`, quoted) → definition, options and owner, in `rowgate` and
     /// `rowgate_private` (the whole views).
     pub(super) views: BTreeMap<String, String>,
-    /// `rowgate.f()` → definition.
+    /// `rowgate.f()` (and `rowgate_private.whole_gate()`) → definition.
     pub(super) functions: BTreeMap<String, String>,
     pub(super) role: Option<RoleState>,
     pub(super) member_of: BTreeSet<String>,
@@ -62,8 +62,8 @@ impl Snapshot {
                              THEN pg_catalog.pg_get_functiondef(p.oid) ELSE '' END \
                  FROM pg_catalog.pg_proc p \
                  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-                 WHERE n.nspname = $1",
-                &[&VIEW_SCHEMA],
+                 WHERE n.nspname = ANY ($1)",
+                &[&vec![VIEW_SCHEMA, PRIVATE_SCHEMA]],
             )
             .await
             .map_err(what())?
