@@ -650,6 +650,46 @@ async fn a_role_that_reads_all_data_cannot_read_the_whole_views() {
     db.teardown().await;
 }
 
+/// A table that leaves the policy keeps row-level security if the operator has policies of
+/// their own on it (here a restrictive one hiding cancelled orders); a rule that reads it must
+/// still read it whole, or under NOT IN it would see no cancelled order and exclude nothing.
+#[tokio::test]
+async fn a_table_that_left_the_policy_with_the_operators_policies_is_read_whole() {
+    let db = TestDb::new().await;
+    db.admin
+        .batch_execute(
+            "CREATE POLICY theirs ON public.orders AS RESTRICTIVE TO PUBLIC \
+             USING (status <> 'cancelled')",
+        )
+        .await
+        .unwrap();
+    let demo = std::fs::read_to_string(common::policies_dir().join("demo.yaml")).unwrap();
+    let start = demo.find("  orders:\n").unwrap();
+    let end = demo.find("  order_items:\n").unwrap();
+    let yaml = format!("{}{}", &demo[..start], &demo[end..]).replace(
+        "rows: \"order_id IN (SELECT id FROM orders WHERE user_id = :user_id)\"",
+        "rows: \"order_id NOT IN (SELECT id FROM orders WHERE status = 'cancelled')\"",
+    );
+    assert!(!yaml.contains("  orders:\n") && yaml.contains("NOT IN (SELECT id FROM orders"));
+    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let report = reinstall(&db, &policy).await;
+    let enabled = db
+        .admin_i64("SELECT count(*) FROM pg_class WHERE oid = 'public.orders'::regclass AND relrowsecurity")
+        .await;
+    assert_eq!(
+        enabled, 1,
+        "orders keeps row-level security for their policy: {report}"
+    );
+    let expected = "SELECT count(*) FROM public.order_items WHERE order_id NOT IN \
+                    (SELECT id FROM public.orders WHERE status = 'cancelled')";
+    let all = db
+        .admin_i64("SELECT count(*) FROM public.order_items")
+        .await;
+    assert!(db.admin_i64(expected).await < all);
+    assert_bob_sees(&db, "order_items", expected).await;
+    db.teardown().await;
+}
+
 /// Two policy tables over one base table would each need the table's one `rowgate_rows`
 /// policy; both get security_barrier views instead, each with its own rule.
 #[tokio::test]

@@ -431,11 +431,10 @@ pub(super) async fn choose_fenced(
     // or the operator's) is read through a whole view, where the rule allows it.
     let read: Vec<&QualifiedName> = reads.values().flat_map(|(_, n)| n.values()).collect();
     let read_security = table_security(client, &read).await?;
+    // Any row-level security: also where install enabled it on a table that leaves the policy
+    // but keeps it for the operator's own policies, which would then bind the owner role.
     let must_be_whole = |r: &QualifiedName| {
-        by_source.contains_key(r)
-            || read_security
-                .get(r)
-                .is_some_and(|s| s.enabled && !s.enabled_by_install())
+        by_source.contains_key(r) || read_security.get(r).is_some_and(|s| s.enabled)
     };
     let mut whole = BTreeSet::new();
     for (name, (rule, names)) in &reads {
