@@ -562,38 +562,61 @@ async fn qualified_columns_keep_their_table_when_it_is_read_whole() {
     db.teardown().await;
 }
 
-/// `public.orders.user_id` and system columns cannot be kept pointing at the table once it is
-/// read through a view (an alias has no schema, a view no `ctid`): such a rule keeps a
-/// security_barrier view, and says why.
+/// References a rename could not keep pointing at the table (`public.orders.user_id` and
+/// `public.orders.*` match by the table's identity, an alias has no schema, a view no
+/// `ctid`), and `FROM ONLY t`, which sqlparser reads as a table named ONLY: such a rule keeps a
+/// security_barrier view (which reads as the installer), says why, and shows the right rows.
 #[tokio::test]
 async fn rules_a_rename_could_change_keep_a_barrier_view() {
     let db = TestDb::new().await;
-    for (rule, reference) in [
+    let orders = "rows: \"user_id = :user_id\"";
+    let lines = "rows: \"order_id IN (SELECT id FROM orders WHERE user_id = :user_id)\"";
+    for (table, written, rule, reason) in [
         (
+            "orders",
+            orders,
             "user_id = :user_id AND user_id NOT IN (SELECT public.orders.user_id \
              FROM public.orders WHERE public.orders.total < 0)",
-            "public.orders.user_id",
+            "`public.orders.user_id`",
         ),
         (
+            "orders",
+            orders,
+            "user_id = :user_id OR NOT EXISTS (SELECT 1 FROM public.orders WHERE \
+             (public.orders.*).user_id = :user_id AND (public.orders.*).status = 'cancelled')",
+            "`public.orders.*`",
+        ),
+        (
+            "orders",
+            orders,
             "user_id = :user_id AND id NOT IN (SELECT o.id FROM orders o \
              WHERE o.total < 0 AND ctid IS NULL)",
-            "ctid",
+            "`ctid`",
+        ),
+        (
+            "order_items",
+            lines,
+            "order_id NOT IN (SELECT id FROM ONLY orders WHERE user_id <> :user_id)",
+            "ONLY",
         ),
     ] {
         let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
             .unwrap()
-            .replace("rows: \"user_id = :user_id\"", &format!("rows: \"{rule}\""));
+            .replace(written, &format!("rows: \"{rule}\""));
+        assert!(yaml.contains(rule), "{rule}");
         let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
         let report = reinstall(&db, &policy).await;
-        assert!(is_barrier(&db, "orders").await, "{rule}: {report}");
+        assert!(is_barrier(&db, table).await, "{rule}: {report}");
         assert!(
-            report
-                .notes
-                .iter()
-                .any(|n| n.contains(&format!("`{reference}`"))),
+            report.notes.iter().any(|n| n.contains(reason)),
             "{rule}: {report}"
         );
-        assert_bob_sees(&db, "orders", BOBS_ORDERS).await;
+        let expected = format!(
+            "SELECT count(*) FROM public.{table} WHERE {}",
+            rule.replace(":user_id", "'bob'")
+        );
+        assert!(db.admin_i64(&expected).await > 0, "{expected}");
+        assert_bob_sees(&db, table, &expected).await;
     }
     db.teardown().await;
 }
@@ -607,7 +630,8 @@ async fn a_role_that_reads_all_data_cannot_read_the_whole_views() {
     let reader = Reporter::create(&db, "read_all").await;
     db.admin
         .batch_execute(&format!(
-            "GRANT pg_read_all_data TO \"{}\"; \
+            "GRANT pg_read_all_data TO \"{0}\"; \
+             ALTER DEFAULT PRIVILEGES GRANT EXECUTE ON FUNCTIONS TO \"{0}\"; \
              ALTER TABLE public.permissions ENABLE ROW LEVEL SECURITY; \
              CREATE POLICY theirs ON public.permissions TO PUBLIC USING (false)",
             reader.name
@@ -646,6 +670,30 @@ async fn a_role_that_reads_all_data_cannot_read_the_whole_views() {
         );
     }
     assert_bob_sees(&db, "invoices", &bobs_invoices()).await;
+    // A grant by hand does not survive the next install either.
+    db.admin
+        .batch_execute(&format!(
+            "GRANT EXECUTE ON FUNCTION rowgate_private.whole_gate() TO \"{}\", PUBLIC",
+            reader.name
+        ))
+        .await
+        .unwrap();
+    reinstall(&db, &common::policy()).await;
+    let error = reader
+        .i64(
+            &db,
+            "SELECT count(*) FROM rowgate_private.\"public.permissions\"",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), "42501", "{}", db_message(&error));
+    db.admin
+        .batch_execute(&format!(
+            "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM \"{}\"",
+            reader.name
+        ))
+        .await
+        .unwrap();
     reader.drop(&db).await;
     db.teardown().await;
 }

@@ -423,6 +423,10 @@ pub(super) async fn choose_fenced(
             }
         }
         if let Some(rule) = row_security_rule(policy, &fragments, name)? {
+            if let Some(why) = whole::reads_only(&rule) {
+                reasons.insert(name.clone(), why);
+                continue;
+            }
             let names = rule_relations(client, &rule).await?;
             reads.insert(name.clone(), (rule, names));
         }

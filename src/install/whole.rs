@@ -11,6 +11,9 @@
 //! flatten into the agent's query (BENCHMARKS.md: Q21, Q22).
 
 use sqlparser::ast::{Ident, ObjectNamePart, TableAlias};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::*;
 
@@ -139,17 +142,16 @@ fn is_system_column(ident: &Ident) -> bool {
 }
 
 /// A column reference in `rule` that a rename could not keep pointing at the same table:
-/// `schema.table.col` (an alias has no schema) or a system column (a view has none, so
-/// `ctid` would find an outer table's).
+/// one qualified by schema (`public.orders.col`, `public.orders.*`: PostgreSQL matches those
+/// by the table's identity, which the view does not share, and an alias has no schema) or a
+/// system column (a view has none, so `ctid` would find an outer table's).
 fn unsafe_to_rename(rule: &Expr) -> Option<String> {
     struct Find;
     impl Visitor for Find {
         type Break = String;
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
             let found = match expr {
-                Expr::CompoundIdentifier(parts) => {
-                    parts.len() > 2 || parts.last().is_some_and(is_system_column)
-                }
+                Expr::CompoundIdentifier(parts) => parts.last().is_some_and(is_system_column),
                 Expr::Identifier(ident) => is_system_column(ident),
                 _ => false,
             };
@@ -160,10 +162,51 @@ fn unsafe_to_rename(rule: &Expr) -> Option<String> {
             }
         }
     }
-    match Visit::visit(rule, &mut Find) {
-        ControlFlow::Break(found) => Some(found),
-        ControlFlow::Continue(()) => None,
+    if let ControlFlow::Break(found) = Visit::visit(rule, &mut Find) {
+        return Some(found);
     }
+    // On the tokens, not the tree: a dotted chain of three parts can sit in an expression, a
+    // select list or a function's arguments, each a different node.
+    let Some(words) = words(rule) else {
+        return Some(rule.to_string());
+    };
+    words.windows(5).find_map(|w| match w {
+        [Token::Word(a), Token::Period, Token::Word(b), Token::Period, c] => {
+            Some(format!("{a}.{b}.{c}"))
+        }
+        _ => None,
+    })
+}
+
+/// The rule's tokens, without whitespace; `None` if the printed rule does not tokenize (then
+/// the callers assume the worst).
+fn words(rule: &Expr) -> Option<Vec<Token>> {
+    let sql = rule.to_string();
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, &sql)
+        .tokenize()
+        .ok()?;
+    Some(
+        tokens
+            .into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .collect(),
+    )
+}
+
+/// Why a rule that says `FROM ONLY t` cannot be fenced by row-level security. sqlparser reads
+/// `ONLY t` as a table named `ONLY` aliased `t` and prints it back as written, so rowgate
+/// would not see which table the rule reads, nor read it whole; PostgreSQL would read `t`.
+pub(super) fn reads_only(rule: &Expr) -> Option<String> {
+    let only = words(rule).is_none_or(|words| {
+        words.iter().any(|t| {
+            matches!(t, Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::ONLY)
+        })
+    });
+    only.then(|| {
+        "its rule says ONLY, which rowgate cannot follow in a rule (it would not know which \
+         table the rule reads); write the table without ONLY"
+            .to_string()
+    })
 }
 
 /// The whole views' filter, which only the serving role may call. A function's EXECUTE is
@@ -228,21 +271,28 @@ pub(super) fn plan(steps: &mut Vec<Step>, catalog: &Catalog) {
     }
 }
 
-/// Takes every grant on a relation in `rowgate_private` from everyone but its owner: default
-/// privileges (`ALTER DEFAULT PRIVILEGES IN SCHEMA rowgate_private ...`) would otherwise hand
-/// a new whole view, which reads past the table's row-level security, to whoever they name.
+/// Takes every grant on a relation or function in `rowgate_private` from everyone but its
+/// owner: default privileges (`ALTER DEFAULT PRIVILEGES ...`) would otherwise hand a new whole
+/// view, which reads past the table's row-level security, or EXECUTE on its gate, to whoever
+/// they name, and a grant by hand (or to an earlier serving role) would survive install.
 /// `grant` then gives the owner role its own.
 const CLOSE_PRIVATE: &str = "DO $rowgate$
 DECLARE
     g record;
 BEGIN
-    FOR g IN SELECT DISTINCT c.oid::pg_catalog.regclass AS relation, a.grantee
+    FOR g IN SELECT DISTINCT c.oid::pg_catalog.regclass::text AS object, a.grantee
              FROM pg_catalog.pg_class AS c
              CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
              WHERE c.relnamespace = 'rowgate_private'::pg_catalog.regnamespace
                AND a.grantee <> c.relowner
+             UNION
+             SELECT 'FUNCTION ' || p.oid::pg_catalog.regprocedure::text, a.grantee
+             FROM pg_catalog.pg_proc AS p
+             CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
+             WHERE p.pronamespace = 'rowgate_private'::pg_catalog.regnamespace
+               AND a.grantee <> p.proowner
     LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', g.relation,
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', g.object,
             CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::pg_catalog.regrole::text END);
     END LOOP;
 END
