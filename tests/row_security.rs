@@ -738,6 +738,28 @@ async fn a_table_that_left_the_policy_with_the_operators_policies_is_read_whole(
     db.teardown().await;
 }
 
+/// Install writes `x IN (SELECT ...)` as `x = ANY (ARRAY(SELECT ...))` for index use; with a
+/// literal on the left and a subquery of arrays the two differ (found by differential
+/// testing), so such an IN stays as written.
+#[tokio::test]
+async fn an_in_with_a_literal_on_the_left_keeps_its_meaning() {
+    let db = TestDb::new().await;
+    let rule = "user_id = :user_id AND NOT ('{paid}' IN (SELECT ARRAY[status]))";
+    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
+        .unwrap()
+        .replace("rows: \"user_id = :user_id\"", &format!("rows: \"{rule}\""));
+    assert!(yaml.contains(rule));
+    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    reinstall(&db, &policy).await;
+    let expected = format!(
+        "SELECT count(*) FROM public.orders WHERE {}",
+        rule.replace(":user_id", "'bob'")
+    );
+    assert!(db.admin_i64(&expected).await < db.admin_i64(BOBS_ORDERS).await);
+    assert_bob_sees(&db, "orders", &expected).await;
+    db.teardown().await;
+}
+
 /// Two policy tables over one base table would each need the table's one `rowgate_rows`
 /// policy; both get security_barrier views instead, each with its own rule.
 #[tokio::test]

@@ -197,6 +197,18 @@ pub(super) fn indexable(rule: Expr) -> Result<Expr, InstallError> {
     }
 }
 
+/// A literal on the left of IN takes its type from the other side: compared with a subquery
+/// of arrays it is an array, but with `ARRAY(SELECT arr)`, a two-dimensional array that `ANY`
+/// walks element by element, it becomes one element (`'{paid}' IN (SELECT ARRAY[status])` is
+/// true, its array form false: under NOT, a wider rule). No index serves a literal anyway.
+fn untyped(left: &Expr) -> bool {
+    match left {
+        Expr::Nested(inner) => untyped(inner),
+        Expr::Value(_) => true,
+        _ => false,
+    }
+}
+
 struct ToArrays {
     error: Option<InstallError>,
 }
@@ -213,7 +225,7 @@ impl VisitorMut for ToArrays {
         else {
             return ControlFlow::Continue(());
         };
-        if matches!(left.as_ref(), Expr::Tuple(_)) || !single_column(subquery) {
+        if matches!(left.as_ref(), Expr::Tuple(_)) || untyped(left) || !single_column(subquery) {
             return ControlFlow::Continue(());
         }
         let what = "a rule's IN (subquery) as an array";
