@@ -99,6 +99,18 @@ async fn assert_bob_sees(db: &TestDb, view: &str, expected: &str) {
 
 const BOBS_ORDERS: &str = "SELECT count(*) FROM public.orders WHERE user_id = 'bob'";
 
+/// The demo's rule for orders and for order lines, as demo.yaml writes them.
+const ORDERS_RULE: &str = "rows: \"user_id = :user_id\"";
+const LINES_RULE: &str = "rows: \"order_id IN (SELECT id FROM orders WHERE user_id = :user_id)\"";
+
+/// The demo policy with the rule `written` (as in demo.yaml) replaced by `rule`.
+fn demo_with_rule(written: &str, rule: &str) -> rowgate::policy::Policy {
+    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml")).unwrap();
+    assert!(yaml.contains(written), "demo.yaml no longer says {written}");
+    let yaml = yaml.replace(written, &format!("rows: \"{rule}\""));
+    rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap()
+}
+
 /// bob's invoices by the hand-written rule, counted.
 fn bobs_invoices() -> String {
     format!(
@@ -398,14 +410,10 @@ async fn is_barrier(db: &TestDb, view: &str) -> bool {
 #[tokio::test]
 async fn a_rule_that_reads_a_fenced_table_reads_it_whole() {
     let db = TestDb::new().await;
-    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
-        .unwrap()
-        .replace(
-            "rows: \"order_id IN (SELECT id FROM orders WHERE user_id = :user_id)\"",
-            "rows: \"order_id NOT IN (SELECT id FROM orders WHERE status = 'cancelled')\"",
-        );
-    assert!(yaml.contains("NOT IN (SELECT id FROM orders"));
-    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let policy = demo_with_rule(
+        LINES_RULE,
+        "order_id NOT IN (SELECT id FROM orders WHERE status = 'cancelled')",
+    );
     let report = reinstall(&db, &policy).await;
     let expected = db
         .admin_i64(
@@ -451,11 +459,7 @@ async fn a_rule_that_reads_a_fenced_table_reads_it_whole() {
     .unwrap_err();
     assert_eq!(sqlstate(&error), "42501", "{}", db_message(&error));
     // A rule that reads no other table: the whole view is no longer needed and goes.
-    let yaml = yaml.replace(
-        "order_id NOT IN (SELECT id FROM orders WHERE status = 'cancelled')",
-        "order_id > 0",
-    );
-    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let policy = demo_with_rule(LINES_RULE, "order_id > 0");
     let report = reinstall(&db, &policy).await;
     assert!(
         report
@@ -474,11 +478,7 @@ async fn a_rule_that_reads_its_own_table_reads_it_whole() {
     let db = TestDb::new().await;
     let rule = "user_id = :user_id OR id IN (SELECT o.id FROM orders o WHERE o.status = 'paid' \
                 AND EXISTS (SELECT 1 FROM orders mine WHERE mine.user_id = :user_id))";
-    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
-        .unwrap()
-        .replace("rows: \"user_id = :user_id\"", &format!("rows: \"{rule}\""));
-    assert!(yaml.contains("mine.user_id"));
-    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let policy = demo_with_rule(ORDERS_RULE, rule);
     let report = reinstall(&db, &policy).await;
     let expected = rule
         .replace("orders", "public.orders")
@@ -542,11 +542,7 @@ async fn qualified_columns_keep_their_table_when_it_is_read_whole() {
     let db = TestDb::new().await;
     let rule = "status = 'paid' AND user_id = :user_id OR user_id NOT IN \
                 (SELECT orders.user_id FROM orders WHERE orders.status = 'cancelled')";
-    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
-        .unwrap()
-        .replace("rows: \"user_id = :user_id\"", &format!("rows: \"{rule}\""));
-    assert!(yaml.contains("orders.status = 'cancelled'"));
-    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let policy = demo_with_rule(ORDERS_RULE, rule);
     let report = reinstall(&db, &policy).await;
     let expected = format!(
         "SELECT count(*) FROM public.orders WHERE {}",
@@ -569,42 +565,36 @@ async fn qualified_columns_keep_their_table_when_it_is_read_whole() {
 #[tokio::test]
 async fn rules_a_rename_could_change_keep_a_barrier_view() {
     let db = TestDb::new().await;
-    let orders = "rows: \"user_id = :user_id\"";
-    let lines = "rows: \"order_id IN (SELECT id FROM orders WHERE user_id = :user_id)\"";
     for (table, written, rule, reason) in [
         (
             "orders",
-            orders,
+            ORDERS_RULE,
             "user_id = :user_id AND user_id NOT IN (SELECT public.orders.user_id \
              FROM public.orders WHERE public.orders.total < 0)",
             "`public.orders.user_id`",
         ),
         (
             "orders",
-            orders,
+            ORDERS_RULE,
             "user_id = :user_id OR NOT EXISTS (SELECT 1 FROM public.orders WHERE \
              (public.orders.*).user_id = :user_id AND (public.orders.*).status = 'cancelled')",
             "`public.orders.*`",
         ),
         (
             "orders",
-            orders,
+            ORDERS_RULE,
             "user_id = :user_id AND id NOT IN (SELECT o.id FROM orders o \
              WHERE o.total < 0 AND ctid IS NULL)",
             "`ctid`",
         ),
         (
             "order_items",
-            lines,
+            LINES_RULE,
             "order_id NOT IN (SELECT id FROM ONLY orders WHERE user_id <> :user_id)",
             "ONLY",
         ),
     ] {
-        let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
-            .unwrap()
-            .replace(written, &format!("rows: \"{rule}\""));
-        assert!(yaml.contains(rule), "{rule}");
-        let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+        let policy = demo_with_rule(written, rule);
         let report = reinstall(&db, &policy).await;
         assert!(is_barrier(&db, table).await, "{rule}: {report}");
         assert!(
@@ -745,11 +735,7 @@ async fn a_table_that_left_the_policy_with_the_operators_policies_is_read_whole(
 async fn an_in_with_a_literal_on_the_left_keeps_its_meaning() {
     let db = TestDb::new().await;
     let rule = "user_id = :user_id AND NOT ('{paid}' IN (SELECT ARRAY[status]))";
-    let yaml = std::fs::read_to_string(common::policies_dir().join("demo.yaml"))
-        .unwrap()
-        .replace("rows: \"user_id = :user_id\"", &format!("rows: \"{rule}\""));
-    assert!(yaml.contains(rule));
-    let policy = rowgate::policy::Policy::from_yaml("demo.yaml", &yaml).unwrap();
+    let policy = demo_with_rule(ORDERS_RULE, rule);
     reinstall(&db, &policy).await;
     let expected = format!(
         "SELECT count(*) FROM public.orders WHERE {}",
