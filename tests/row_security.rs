@@ -523,13 +523,7 @@ async fn whole_views_are_granted_to_the_owner_role_only() {
          (SELECT id FROM public.orders WHERE user_id = 'bob')",
     )
     .await;
-    db.admin
-        .batch_execute(&format!(
-            "ALTER DEFAULT PRIVILEGES IN SCHEMA rowgate_private REVOKE SELECT ON TABLES FROM \"{}\"",
-            other.name
-        ))
-        .await
-        .unwrap();
+    // DROP OWNED BY takes the default privileges naming the role too.
     other.drop(&db).await;
     db.teardown().await;
 }
@@ -677,13 +671,6 @@ async fn a_role_that_reads_all_data_cannot_read_the_whole_views() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&error), "42501", "{}", db_message(&error));
-    db.admin
-        .batch_execute(&format!(
-            "ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM \"{}\"",
-            reader.name
-        ))
-        .await
-        .unwrap();
     reader.drop(&db).await;
     db.teardown().await;
 }
