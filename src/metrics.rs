@@ -4,12 +4,15 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::pipeline::Cached;
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub stage_seconds: HistogramVec,
     pub pool: IntGaugeVec,
+    pub rewrite_cache: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -40,6 +43,14 @@ impl Metrics {
             ),
             &["state"],
         )?;
+        let rewrite_cache = IntCounterVec::new(
+            Opts::new(
+                "rowgate_rewrite_cache_total",
+                "Rewrites answered from the cache (hit), made and kept (miss), or too long to keep (skipped).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(rewrite_cache.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(stage_seconds.clone()))?;
         registry.register(Box::new(pool.clone()))?;
@@ -48,6 +59,7 @@ impl Metrics {
             requests,
             stage_seconds,
             pool,
+            rewrite_cache,
         })
     }
 
@@ -55,6 +67,15 @@ impl Metrics {
         self.stage_seconds
             .with_label_values(&[stage])
             .observe(seconds);
+    }
+
+    pub fn rewrite_cache(&self, cached: Cached) {
+        let result = match cached {
+            Cached::Hit => "hit",
+            Cached::Miss => "miss",
+            Cached::Skipped => "skipped",
+        };
+        self.rewrite_cache.with_label_values(&[result]).inc();
     }
 
     pub fn count(&self, endpoint: &str, outcome: &str, code: &str) {

@@ -19,6 +19,7 @@ use crate::http::{router, AppState};
 use crate::identity::{Identity, JwtConfig, JwtConfigError, JwtVerifier};
 use crate::metrics::Metrics;
 use crate::parse::Limits;
+use crate::pipeline::RewriteCache;
 use crate::policy::{Policy, PolicyError, Rule};
 use crate::reload::{self, Live};
 
@@ -97,7 +98,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<Arc<AppState>, ServeError> 
         live: Arc::new(live),
         executor,
         identity,
-        limits: config.limits,
+        rewrites: RewriteCache::new(config.limits),
         max_rows: config.max_rows,
         metrics,
         audit,

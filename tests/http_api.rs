@@ -474,6 +474,41 @@ async fn schema_lists_only_policy_tables_allowed_columns_and_descriptions() {
 // /healthz, /readyz, /metrics, unknown routes
 // ---------------------------------------------------------------------------------------------
 
+/// The rewrite cache is shared by every caller: what it keeps must not depend on who asked.
+/// The same text for bob, anne and bob again (two hits) answers each caller what the same
+/// query answers them when it is rewritten afresh (a trailing space is another text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_query_is_rewritten_once_and_still_answers_each_caller_their_own_rows() {
+    let db = TestDb::new().await;
+    let router = db.router().await;
+    let sql = "SELECT id, amount FROM invoices ORDER BY id";
+    let bob = rows(&router, "bob", sql).await;
+    let anne = rows(&router, "anne", sql).await;
+    let bob_again = rows(&router, "bob", sql).await;
+    assert_ne!(bob, anne, "the demo gives bob and anne different invoices");
+    assert_eq!(bob, bob_again);
+    let fresh = format!("{sql} ");
+    assert_eq!(anne, rows(&router, "anne", &fresh).await);
+    assert_eq!(bob, rows(&router, "bob", &fresh).await);
+
+    let metrics = get(&router, "/metrics").await;
+    let count = |result: &str| {
+        metrics
+            .text
+            .lines()
+            .find(|l| {
+                l.starts_with("rowgate_rewrite_cache_total")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no {result} count:\n{}", metrics.text))
+            .to_string()
+    };
+    assert_eq!(count("miss"), "2");
+    assert_eq!(count("hit"), "3");
+    db.teardown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics() {
     let db = TestDb::new().await;

@@ -12,6 +12,7 @@ use common::*;
 use rowgate::execute::{ExecuteConfig, Executor};
 use rowgate::http::AppState;
 use rowgate::metrics::Metrics;
+use rowgate::pipeline::RewriteCache;
 use serde_json::json;
 
 const UNAVAILABLE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
@@ -154,7 +155,7 @@ async fn state_against(
         live: good.live.clone(),
         executor,
         identity: good.identity.clone(),
-        limits: good.limits,
+        rewrites: RewriteCache::new(*good.rewrites.limits()),
         max_rows: good.max_rows,
         metrics: Metrics::new().unwrap(),
         audit: good.audit.clone(),

@@ -20,7 +20,7 @@ use crate::audit::Audit;
 use crate::execute::Executor;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
-use crate::parse::Limits;
+use crate::pipeline::RewriteCache;
 use crate::refusal::{ErrorCode, Refusal};
 use crate::reload::Live;
 
@@ -34,7 +34,8 @@ pub struct AppState {
     pub executor: Executor,
     /// Who is calling: API keys and, optionally, JWT verification.
     pub identity: Identity,
-    pub limits: Limits,
+    /// The rewriter's limits and its answers for SQL seen before.
+    pub rewrites: RewriteCache,
     pub max_rows: usize,
     pub metrics: Metrics,
     /// The audit trail (`Audit::off()` when not configured).

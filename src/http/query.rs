@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{identify, ApiError, AppState};
 use crate::audit::{self, AppliedRule, Decision, Outcome};
-use crate::{encode, pipeline};
+use crate::encode;
 
 /// A user id as applications send it: n8n and friends often use numbers.
 #[derive(Deserialize, Clone, utoipa::ToSchema)]
@@ -139,7 +139,7 @@ async fn logged(
         Ok((user_id, input)) => {
             log.caller = user_id.clone();
             if state.audit.is_on() {
-                log.trail.fingerprint = audit::fingerprint(&input.sql, &state.limits);
+                log.trail.fingerprint = audit::fingerprint(&input.sql, state.rewrites.limits());
                 log.trail.dry_run = input.dry_run;
             }
             run(state, &user_id, input, &mut log, endpoint).await
@@ -278,10 +278,11 @@ async fn run(
     log.trail.policy_version = policy.version.clone();
 
     let stage = std::time::Instant::now();
-    let rewritten = pipeline::rewrite(&request.sql, policy, &state.limits)?;
+    let (rewritten, cached) = state.rewrites.rewrite(&request.sql, &snapshot.policy)?;
     state
         .metrics
         .observe("rewrite", stage.elapsed().as_secs_f64());
+    state.metrics.rewrite_cache(cached);
     log.tables = rewritten
         .plan
         .ctes
@@ -315,10 +316,10 @@ async fn run(
             })
             .collect();
         return Ok(Answer::DryRun(DryRunAnswer {
-            rewritten_sql: rewritten.sql,
+            rewritten_sql: rewritten.sql.clone(),
             tables,
             attributes,
-            plan: rewritten.plan,
+            plan: rewritten.plan.clone(),
             policy_version: policy.version.clone(),
         }));
     }
@@ -349,7 +350,7 @@ async fn run(
         row_count: rows.len(),
         rows,
         truncated: output.truncated,
-        rewritten_sql: rewritten.sql,
+        rewritten_sql: rewritten.sql.clone(),
     }))
 }
 
