@@ -4,10 +4,15 @@
 //! Run: `cargo bench --bench gateway` (needs PostgreSQL on 127.0.0.1:5432, user postgres, trust;
 //! override with ROWGATE_BENCH_DATABASE_URL). It builds the demo database `rg_bench_gateway`,
 //! serves it in-process as a fresh serving role, and prints median/p99 latency at 1 client and
-//! throughput at 16 clients for each arm. Results: BENCHMARKS.md.
+//! throughput at 16 clients for each arm: the same SQL text every time (as a tool with a fixed
+//! query sends it: the gateway's rewrite cache and prepared statements, and the direct arm's
+//! prepared statement, all apply), a new text for each request (an agent writing every query
+//! afresh: neither side can reuse anything), and a request refused before the database (what
+//! the gateway process costs alone). Results: BENCHMARKS.md.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rowgate::auth::ApiKeys;
@@ -119,9 +124,14 @@ async fn main() {
             times.push(t.elapsed());
         }
         let (d50, d99) = summarize(times);
-        let gateway_rps = gateway_throughput(addr, &body, 16, Duration::from_secs(5)).await;
-        let direct_rps =
-            direct_throughput(&direct_config, direct_sql, 16, Duration::from_secs(5)).await;
+        let gateway_rps = gateway_throughput(addr, agent_sql, Texts::Same, 200, 16).await;
+        let direct_rps = direct_throughput(&direct_config, direct_sql, Texts::Same, 16).await;
+        let gateway_new = gateway_throughput(addr, agent_sql, Texts::New, 200, 16).await;
+        let direct_new = direct_throughput(&direct_config, direct_sql, Texts::New, 16).await;
+        // The same request refused before the database (an unknown table): HTTP, JSON and the
+        // parse, so what the gateway process costs without PostgreSQL.
+        let unknown = agent_sql.replace("FROM invoices", "FROM invoicez");
+        let refused_rps = gateway_throughput(addr, &unknown, Texts::New, 403, 16).await;
         println!(
             "| {name} | gateway | {:.3} ms | {:.3} ms | {gateway_rps:.0} |",
             ms(g50),
@@ -137,6 +147,15 @@ async fn main() {
             ms(g50) - ms(d50),
             100.0 * gateway_rps / direct_rps
         );
+        println!("| {name} | gateway, a new SQL text each request | | | {gateway_new:.0} |");
+        println!("| {name} | direct, a new SQL text each request | | | {direct_new:.0} |");
+        println!(
+            "| {name} | gateway / direct, new texts | | | {:.0}% of direct |",
+            100.0 * gateway_new / direct_new
+        );
+        println!(
+            "| {name} | gateway, refused before the database (new texts) | | | {refused_rps:.0} |"
+        );
     }
     let (admin_client, connection) = admin.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
@@ -151,16 +170,53 @@ async fn main() {
         .unwrap();
 }
 
-async fn gateway_throughput(addr: SocketAddr, body: &str, clients: usize, run: Duration) -> f64 {
+/// Request bodies: the same every time, or a new SQL text for each request.
+#[derive(Clone, Copy)]
+enum Texts {
+    Same,
+    New,
+}
+
+/// A condition true of every invoice, different for each `n`: a new SQL text that runs the
+/// same plan, so neither the gateway's caches nor PostgreSQL's prepared statements help.
+fn variant(sql: &str, texts: Texts, n: u64) -> String {
+    match texts {
+        Texts::Same => sql.to_string(),
+        Texts::New if sql.contains(" WHERE ") => {
+            sql.replacen(" WHERE ", &format!(" WHERE id > -{n} AND "), 1)
+        }
+        Texts::New => sql.replacen(" GROUP BY", &format!(" WHERE id > -{n} GROUP BY"), 1),
+    }
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// Requests a second over 5 s from `clients` keep-alive connections, each answered `status`.
+async fn gateway_throughput(
+    addr: SocketAddr,
+    sql: &str,
+    texts: Texts,
+    status: u16,
+    clients: usize,
+) -> f64 {
+    let run = Duration::from_secs(5);
     let deadline = Instant::now() + run;
+    let same = serde_json::json!({"user_id": "anne", "sql": sql}).to_string();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let body = body.to_string();
+            let (sql, same) = (sql.to_string(), same.clone());
             tokio::spawn(async move {
                 let mut http = Http::connect(addr).await.unwrap();
                 let mut done = 0u64;
                 while Instant::now() < deadline {
-                    assert_eq!(http.post(&body).await, 200);
+                    let body = match texts {
+                        Texts::Same => same.clone(),
+                        Texts::New => {
+                            let sql = variant(&sql, texts, NEXT.fetch_add(1, Ordering::Relaxed));
+                            serde_json::json!({"user_id": "anne", "sql": sql}).to_string()
+                        }
+                    };
+                    assert_eq!(http.post(&body).await, status);
                     done += 1;
                 }
                 done
@@ -174,12 +230,15 @@ async fn gateway_throughput(addr: SocketAddr, body: &str, clients: usize, run: D
     total as f64 / run.as_secs_f64()
 }
 
+/// The same over tokio-postgres: one prepared statement per connection for the same text, a
+/// new text each time otherwise (prepared and run: two round trips, as the gateway's).
 async fn direct_throughput(
     config: &tokio_postgres::Config,
     sql: &str,
+    texts: Texts,
     clients: usize,
-    run: Duration,
 ) -> f64 {
+    let run = Duration::from_secs(5);
     let deadline = Instant::now() + run;
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -190,7 +249,13 @@ async fn direct_throughput(
             let statement = client.prepare(&sql).await.unwrap();
             let mut done = 0u64;
             while Instant::now() < deadline {
-                client.query(&statement, &[]).await.unwrap();
+                match texts {
+                    Texts::Same => client.query(&statement, &[]).await.unwrap(),
+                    Texts::New => {
+                        let sql = variant(&sql, texts, NEXT.fetch_add(1, Ordering::Relaxed));
+                        client.query(sql.as_str(), &[]).await.unwrap()
+                    }
+                };
                 done += 1;
             }
             done
