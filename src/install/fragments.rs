@@ -96,11 +96,11 @@ impl<'a> Fragments<'a> {
     }
 
     /// `caller_exists()`: the policy's `exists` query for the verified caller (TRUE for any
-    /// validly signed caller when the policy has none). `rowgate.caller_id()` runs once, into a
-    /// variable, and raises when there is no valid caller; it is the costly part of a request's
-    /// database work, so the query reads the variable rather than calling it again. Should a
-    /// table of the query have a column of the variable's name, PL/pgSQL refuses the ambiguity
-    /// at run time: closed, not open.
+    /// validly signed caller when the policy has none). The function verifies the caller
+    /// itself (see [`Verifier::Exists`]), raising when there is none, into a variable the query
+    /// reads rather than calling `caller_id()` again. Should a table of the query have a
+    /// column of a variable's name, PL/pgSQL refuses the ambiguity at run time: closed, not
+    /// open.
     pub(super) fn caller_exists(&self) -> Result<String, InstallError> {
         let what = "function rowgate.caller_exists()";
         let check = match &self.policy.subject.exists {
@@ -117,10 +117,7 @@ impl<'a> Fragments<'a> {
             }
             None => "TRUE".to_string(),
         };
-        let body = format!(
-            "DECLARE {VERIFIED_CALLER} text := rowgate.caller_id(); BEGIN RETURN {check}; END"
-        );
-        Ok(format!("{EXISTS_HEAD}{}", dollar_quoted(&body)))
+        Ok(identity_function_sql(Verifier::Exists { check: &check }))
     }
 
     /// `caller_attributes()`: `{"roles": [...], "tenant_id": [...]}`, for dry runs.

@@ -1074,7 +1074,7 @@ fn check_options(options: &InstallOptions) -> Result<(), InstallError> {
 /// sha256(key ‖ payload as ASCII). `search_path` is pinned because the function runs with
 /// its owner's rights; the only table it reads is schema-qualified anyway.
 fn caller_id_sql() -> String {
-    identity_function_sql(None)
+    identity_function_sql(Verifier::CallerId)
 }
 
 /// `rowgate.fenced_caller(t)`: `caller_id()`, and in the same statement that reads the key, a
@@ -1085,7 +1085,7 @@ fn caller_id_sql() -> String {
 /// holds its lock on `t`, which `ALTER TABLE`, `ALTER POLICY` and `DROP POLICY` must wait for,
 /// so what it saw holds until the query ends.
 pub(super) fn fenced_caller_sql(owner: &str) -> String {
-    identity_function_sql(Some(owner))
+    identity_function_sql(Verifier::Fenced { owner })
 }
 
 /// The fence of table `t` for role `owner`: row-level security on, and a restrictive
@@ -1109,59 +1109,100 @@ fn fence_holds_sql(owner: &str) -> String {
 
 /// What `fenced_caller()` does when the fence is down.
 const FENCE_DOWN: &str = "
-    IF fenced IS NOT TRUE THEN
+    IF rowgate_fenced IS NOT TRUE THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
             MESSAGE = pg_catalog.format('rowgate: %s is no longer fenced by its row-level security policy', t),
             HINT = 'Run rowgate install again.';
     END IF;";
 
-/// `caller_id()` or `fenced_caller(t)`. PARALLEL RESTRICTED (as is `caller_attributes()`):
-/// a query that calls a PARALLEL UNSAFE function gets no parallel plan at all, and every
-/// agent query calls these; row-level security's own queries got parallel scans where
-/// rowgate's could not (BENCHMARKS.md, Q21). Restricted, they run only in the leader, once per
-/// query in their InitPlans; they write nothing and catch no error, and the `SET search_path`
-/// of a function call is allowed in parallel mode.
-fn identity_function_sql(fence_owner: Option<&str>) -> String {
-    let (signature, fenced, fence_check) = match fence_owner {
-        None => ("caller_id()", "TRUE".to_string(), String::new()),
-        Some(owner) => (
-            "fenced_caller(t regclass)",
+/// The three functions that verify the signed caller, one text for the verification.
+pub(super) enum Verifier<'a> {
+    /// `caller_id()`: the verified caller's id.
+    CallerId,
+    /// `fenced_caller(t)`: the same, once `t`'s fence for role `owner` is checked.
+    Fenced { owner: &'a str },
+    /// `caller_exists()`: whether the policy's `exists` query, `check` (which reads the
+    /// verified id from the variable [`VERIFIED_CALLER`]), finds the caller. Verifying here
+    /// instead of calling `caller_id()` saves a SECURITY DEFINER call on every request (11–16%
+    /// more transactions of the caller statement in pgbench, BENCHMARKS.md). Its variables are
+    /// all `rowgate_`-prefixed, since the policy's query sees them: a column of the same name
+    /// makes PL/pgSQL refuse the ambiguity at run time (closed, not open).
+    Exists { check: &'a str },
+}
+
+/// `caller_id()`, `fenced_caller(t)` or `caller_exists()`. The first two are PARALLEL
+/// RESTRICTED (as is `caller_attributes()`): a query that calls a PARALLEL UNSAFE function
+/// gets no parallel plan at all, and every agent query calls these; row-level security's own
+/// queries got parallel scans where rowgate's could not (BENCHMARKS.md, Q21). Restricted, they
+/// run only in the leader, once per query in their InitPlans; they write nothing and catch no
+/// error, and the `SET search_path` of a function call is allowed in parallel mode.
+/// `caller_exists()` runs alone in the gateway's caller statement, and under the install's
+/// `search_path` (see [`EXISTS_HEAD`]); the verification names everything it uses.
+pub(super) fn identity_function_sql(verifier: Verifier<'_>) -> String {
+    let verified = "pg_catalog.convert_from(pg_catalog.decode(rowgate_payload, 'hex'), 'UTF8')";
+    let (head, fenced, fence_check, variable, end) = match verifier {
+        Verifier::CallerId => (
+            identity_head("caller_id()", "text"),
+            "TRUE".to_string(),
+            String::new(),
+            String::new(),
+            format!("RETURN {verified};"),
+        ),
+        Verifier::Fenced { owner } => (
+            identity_head("fenced_caller(t regclass)", "text"),
             fence_holds_sql(owner),
             FENCE_DOWN.to_string(),
+            String::new(),
+            format!("RETURN {verified};"),
+        ),
+        Verifier::Exists { check } => (
+            EXISTS_HEAD.to_string(),
+            "TRUE".to_string(),
+            String::new(),
+            format!("\n    {VERIFIED_CALLER} text;"),
+            format!("{VERIFIED_CALLER} := {verified};\n    RETURN {check};"),
         ),
     };
-    format!(
-        "CREATE OR REPLACE FUNCTION rowgate.{signature} RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $rowgate$
+    let body = format!(
+        "
 DECLARE
-    signed text := pg_catalog.current_setting({setting}, true);
-    payload text := pg_catalog.split_part(signed, '.', 1);
-    digest text := pg_catalog.split_part(signed, '.', 2);
-    secret bytea;
-    fenced boolean;
+    rowgate_signed text := pg_catalog.current_setting({setting}, true);
+    rowgate_payload text := pg_catalog.split_part(rowgate_signed, '.', 1);
+    rowgate_digest text := pg_catalog.split_part(rowgate_signed, '.', 2);
+    rowgate_key bytea;
+    rowgate_fenced boolean;{variable}
 BEGIN
-    IF signed IS NULL
-       OR signed <> payload || '.' || digest
-       OR pg_catalog.length(digest) <> 64
-       OR payload = ''
-       OR pg_catalog.length(payload) % 2 <> 0
-       OR pg_catalog.ltrim(payload || digest, '0123456789abcdef') <> '' THEN
+    IF rowgate_signed IS NULL
+       OR rowgate_signed <> rowgate_payload || '.' || rowgate_digest
+       OR pg_catalog.length(rowgate_digest) <> 64
+       OR rowgate_payload = ''
+       OR pg_catalog.length(rowgate_payload) % 2 <> 0
+       OR pg_catalog.ltrim(rowgate_payload || rowgate_digest, '0123456789abcdef') <> '' THEN
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {message};
     END IF;
-    SELECT k.key, {fenced} INTO secret, fenced FROM rowgate_private.identity_key AS k;
-    IF secret IS NULL
-       OR pg_catalog.encode(pg_catalog.sha256(secret || pg_catalog.convert_to(payload, 'UTF8')), 'hex')
-          <> digest THEN
+    SELECT k.key, {fenced} INTO rowgate_key, rowgate_fenced FROM rowgate_private.identity_key AS k;
+    IF rowgate_key IS NULL
+       OR pg_catalog.encode(pg_catalog.sha256(rowgate_key || pg_catalog.convert_to(rowgate_payload, 'UTF8')), 'hex')
+          <> rowgate_digest THEN
         RAISE EXCEPTION USING ERRCODE = {code}, MESSAGE = {message};
     END IF;{fence_check}
-    RETURN pg_catalog.convert_from(pg_catalog.decode(payload, 'hex'), 'UTF8');
+    {end}
 END
-$rowgate$",
+",
         setting = quote_literal(SETTING),
         code = quote_literal(NO_CALLER_SQLSTATE),
         message = quote_literal(NO_CALLER_MESSAGE),
+    );
+    // The policy's `exists` query is part of the body: the tag must be one it does not hold.
+    format!("{head}{}", dollar_quoted(&body))
+}
+
+fn identity_head(signature: &str, returns: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION rowgate.{signature} RETURNS {returns}
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS "
     )
 }
 

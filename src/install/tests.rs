@@ -105,11 +105,17 @@ fn functions_embed_the_subject_queries() {
         .iter()
         .find(|s| s.contains("rowgate.caller_exists()"))
         .unwrap();
-    assert!(exists.ends_with(
-        "$rowgate$DECLARE rowgate_verified_caller text := rowgate.caller_id(); BEGIN RETURN \
-         EXISTS (SELECT 1 FROM app_users WHERE id = (SELECT rowgate_verified_caller)); \
-         END$rowgate$"
-    ));
+    assert!(
+        exists.ends_with(
+            "rowgate_verified_caller := pg_catalog.convert_from(pg_catalog.decode(rowgate_payload, \
+             'hex'), 'UTF8');\n    RETURN EXISTS (SELECT 1 FROM app_users WHERE id = (SELECT \
+             rowgate_verified_caller));\nEND\n$rowgate$"
+        ),
+        "{exists}"
+    );
+    // It verifies the caller itself (one SECURITY DEFINER call a request, not two).
+    assert!(exists.contains("pg_catalog.sha256(rowgate_key"), "{exists}");
+    assert!(!exists.contains("rowgate.caller_id()"), "{exists}");
     assert!(exists.contains("LANGUAGE plpgsql STABLE SECURITY DEFINER"));
     // Names in the body resolve at run time, so exactly as they did for the views.
     let install_path = super::SETTINGS[0].trim_start_matches("SET LOCAL search_path = ");
@@ -276,6 +282,15 @@ fn dollar_quoting_picks_a_tag_the_body_lacks() {
         super::dollar_quoted("'$rowgate' || '$'"),
         "$rowgate1$'$rowgate' || '$'$rowgate1$"
     );
+}
+
+#[test]
+fn the_exists_check_cannot_end_the_function_body_early() {
+    let sql = super::identity_function_sql(super::Verifier::Exists {
+        check: "EXISTS (SELECT 1 WHERE '$rowgate$' <> '')",
+    });
+    assert!(sql.contains(" AS $rowgate1$\nDECLARE"), "{sql}");
+    assert!(sql.ends_with("END\n$rowgate1$"), "{sql}");
 }
 
 #[test]
