@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::policy::Policy;
+use crate::policy::{Grouping, Policy};
 use crate::rewrite::VIEW_SCHEMA;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -29,6 +29,8 @@ pub struct TableDesc {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub tables: BTreeMap<String, TableDesc>,
+    /// Each source's primary key, for the tables whose source has one (see `complete`).
+    pub keys: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,17 +51,46 @@ LEFT JOIN pg_attribute sa ON sa.attrelid = src.oid AND sa.attname = a.attname AN
 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum";
 
+/// The source's primary key columns in key order (none when it has no primary key). The
+/// system catalogs are readable by the serving role; the source itself need not be.
+const PRIMARY_KEY: &str = "
+SELECT a.attname::text
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = to_regclass($1) AND i.indisprimary
+ORDER BY k.ord";
+
+/// Types without an equality operator: a GROUP BY cannot hold a column of one.
+fn groupable_type(type_name: &str) -> bool {
+    const NO_EQUALITY: &[&str] = &[
+        "json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle",
+    ];
+    let element = type_name.trim_end_matches("[]");
+    !NO_EQUALITY.contains(&element)
+}
 impl Catalog {
     pub async fn load(
         client: &tokio_postgres::Client,
         policy: &Policy,
     ) -> Result<Catalog, CatalogError> {
         let statement = client.prepare(COLUMNS).await?;
+        let key_statement = client.prepare(PRIMARY_KEY).await?;
         let mut tables = BTreeMap::new();
+        let mut keys = BTreeMap::new();
         for table in policy.tables.values() {
             let view = format!("{VIEW_SCHEMA}.{}", crate::sql::ident(&table.name));
             let source = table.source.to_string();
             let rows = client.query(&statement, &[&view, &source]).await?;
+            let key: Vec<String> = client
+                .query(&key_statement, &[&source])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if !key.is_empty() {
+                keys.insert(table.name.clone(), key);
+            }
             if rows.is_empty() {
                 return Err(CatalogError::MissingView(table.name.clone()));
             }
@@ -80,17 +111,33 @@ impl Catalog {
                 },
             );
         }
-        Ok(Catalog { tables })
+        Ok(Catalog { tables, keys })
     }
 
     /// The policy with every table's column list made explicit, so permission CTEs name their
-    /// columns (in view order) instead of `*`.
+    /// columns (in view order) instead of `*`, and with each table's primary key when all of
+    /// it is visible (a hidden key column cannot be grouped by anyway).
     pub fn complete(&self, policy: &Policy) -> Policy {
         let mut policy = policy.clone();
         for (name, table) in policy.tables.iter_mut() {
-            if let Some(desc) = self.tables.get(name) {
-                table.columns = Some(desc.columns.iter().map(|c| c.name.clone()).collect());
-            }
+            let Some(desc) = self.tables.get(name) else {
+                continue;
+            };
+            let columns: Vec<String> = desc.columns.iter().map(|c| c.name.clone()).collect();
+            table.grouping = self
+                .keys
+                .get(name)
+                .filter(|key| key.iter().all(|k| columns.contains(k)))
+                .map(|key| Grouping {
+                    key: key.clone(),
+                    groupable: desc
+                        .columns
+                        .iter()
+                        .filter(|c| groupable_type(&c.type_name))
+                        .map(|c| c.name.clone())
+                        .collect(),
+                });
+            table.columns = Some(columns);
         }
         policy
     }

@@ -138,6 +138,21 @@ pub struct TablePolicy {
     pub columns: Option<Vec<String>>,
     pub description: Option<String>,
     pub origin: Origin,
+    /// What the database says about grouping by the source's primary key; filled from the
+    /// catalog (`Catalog::complete`), `None` until then or when the source has no usable key.
+    pub grouping: Option<Grouping>,
+}
+
+/// The source's primary key, all of it visible, and the visible columns that may join a
+/// GROUP BY. PostgreSQL lets a query grouped by a base table's primary key use the table's
+/// other columns; a permission view has no key, so the rewrite adds those columns to the
+/// GROUP BY itself (see `rewrite::grouping`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    pub key: Vec<String>,
+    /// Visible columns in view order, minus those whose type has no equality (json, the
+    /// geometric types), which no GROUP BY can hold.
+    pub groupable: Vec<String>,
 }
 
 impl TablePolicy {
@@ -378,6 +393,7 @@ fn compile_table(
         columns,
         description: raw.description.clone(),
         origin,
+        grouping: None,
     })
 }
 
