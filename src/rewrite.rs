@@ -17,9 +17,10 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 
+mod grouping;
 mod subqueries;
 
-use crate::policy::Policy;
+use crate::policy::{Grouping, Policy};
 use crate::resolve::{Position, Resolution};
 use crate::sql::{ident, object_name};
 
@@ -48,6 +49,8 @@ pub struct PermissionCte {
     /// The columns it selects, in table order; `None` when the policy lists none, in which case
     /// the view's own column list (the allowed columns) is used.
     pub columns: Option<Vec<String>>,
+    #[serde(skip)]
+    grouping: Option<Grouping>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,14 +81,13 @@ impl Plan {
                 Some(cte) => cte.name.clone(),
                 None => {
                     let name = unused_name(&format!("rg_{}", reference.table), &mut taken);
-                    let columns = policy
-                        .table(&reference.table)
-                        .and_then(|t| t.columns.clone());
+                    let table = policy.table(&reference.table);
                     ctes.push(PermissionCte {
                         table: reference.table.clone(),
                         name: name.clone(),
                         view: format!("{VIEW_SCHEMA}.{}", ident(&reference.table)),
-                        columns,
+                        columns: table.and_then(|t| t.columns.clone()),
+                        grouping: table.and_then(|t| t.grouping.clone()),
                     });
                     name
                 }
@@ -110,6 +112,8 @@ impl Plan {
 
     /// Rewrites `query` in place according to the plan.
     pub fn apply(&self, query: &mut Query) {
+        // First, while table names still carry the agent's positions.
+        grouping::complete(query, &self.keyed());
         subqueries::fence(query);
         let by_position: HashMap<Position, &PlannedReference> =
             self.references.iter().map(|r| (r.at, r)).collect();
@@ -135,6 +139,23 @@ impl Plan {
                 })
             }
         }
+    }
+}
+
+impl Plan {
+    fn keyed(&self) -> HashMap<Position, grouping::Keyed<'_>> {
+        self.references
+            .iter()
+            .filter_map(|r| {
+                let cte = self.ctes.iter().find(|c| c.table == r.table)?;
+                let keyed = grouping::Keyed {
+                    table: &r.table,
+                    columns: cte.columns.as_deref().unwrap_or_default(),
+                    grouping: cte.grouping.as_ref(),
+                };
+                Some((r.at, keyed))
+            })
+            .collect()
     }
 }
 

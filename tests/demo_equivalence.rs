@@ -26,6 +26,13 @@ fn expand(template: &str, user: &str) -> (String, String) {
         reference.push_str(&rest[..start]);
         let end = rest[start..].find("}}").expect("unclosed {{") + start;
         let inner = rest[start + 2..end].trim();
+        // `{{+ text}}`: text the reference needs and the agent does not write. The reference
+        // reads subqueries, which have no primary key, so it names every grouped column.
+        if let Some(only_reference) = inner.strip_prefix('+') {
+            reference.push_str(only_reference);
+            rest = &rest[end + 2..];
+            continue;
+        }
         agent.push_str(inner);
         let mut words: Vec<&str> = inner.split_whitespace().collect();
         if words.first() == Some(&"ONLY") {
@@ -142,6 +149,14 @@ const QUERIES: &[(Compare, &str)] = &[
     (Ordered, "SELECT * FROM {{\"transactions\" t}} WHERE happened_at >= '2024-01-01' ORDER BY t.id LIMIT 20"),
     (Bag, "SELECT uid, title, created_at FROM {{documents}}"),
     (Bag, "SELECT document_id, count(*) AS n, array_agg(id ORDER BY id) AS ids FROM {{blocks}} GROUP BY document_id"),
+    // --- GROUP BY a primary key, then the table's other columns (valid on the base tables)
+    (Bag, "SELECT c.id, c.name, count(*) AS n, sum(i.amount) AS total FROM {{customers c}} \
+           JOIN {{invoices i}} ON i.customer_id = c.id GROUP BY c.id{{+, c.name}}"),
+    (Bag, "SELECT i.*, sum(t.amount) AS paid FROM {{invoices i}} JOIN {{transactions t}} \
+           ON t.invoice_id = i.id WHERE i.issued_on >= '2024-06-01' GROUP BY i.id{{+, i.amount, i.issued_on, i.department, i.customer_id}}"),
+    (Ordered, "SELECT o.id, status, total, count(*) AS lines FROM {{orders o}} \
+           JOIN {{order_items oi}} ON oi.order_id = o.id GROUP BY 1{{+, o.status, o.total, o.placed_at}} \
+           HAVING count(*) > 1 OR total > 100 ORDER BY o.placed_at, o.id"),
 ];
 
 /// A row's canonical text (keys sorted: `serde_json::Map` sorts them).
