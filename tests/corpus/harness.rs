@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rowgate::caller::IdentityKey;
+use rowgate::catalog::Catalog;
 use rowgate::execute::{ExecuteConfig, Executor};
 use rowgate::install::{install, InstallOptions};
 use rowgate::policy::{Policy, Rule};
@@ -115,6 +116,11 @@ impl CorpusDb {
         install(&db.admin, &db.policy, &db.key, &options)
             .await
             .unwrap_or_else(|e| panic!("{label}: install: {e}"));
+        // As `rowgate serve` does: column lists and primary keys from the database.
+        let catalog = Catalog::load(&db.admin, &db.policy)
+            .await
+            .unwrap_or_else(|e| panic!("{label}: catalog: {e}"));
+        db.policy = catalog.complete(&db.policy);
         db
     }
 
