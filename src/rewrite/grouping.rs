@@ -60,9 +60,9 @@ impl VisitorMut for Completer<'_, '_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        let order_by: Vec<Expr> = match &query.order_by {
+        let order_by: Vec<&Expr> = match &query.order_by {
             Some(order_by) => match &order_by.kind {
-                OrderByKind::Expressions(items) => items.iter().map(|o| o.expr.clone()).collect(),
+                OrderByKind::Expressions(items) => items.iter().map(|o| &o.expr).collect(),
                 OrderByKind::All(_) => vec![],
             },
             None => vec![],
@@ -88,7 +88,7 @@ impl Completer<'_, '_> {
         }
     }
 
-    fn level(&self, select: &mut Select, order_by: &[Expr]) {
+    fn level(&self, select: &mut Select, order_by: &[&Expr]) {
         let GroupByExpr::Expressions(grouped, modifiers) = &select.group_by else {
             return;
         };
@@ -133,7 +133,7 @@ impl Completer<'_, '_> {
             used.expr(having);
         }
         let outputs = output_names(select);
-        for e in order_by {
+        for e in order_by.iter().copied() {
             match e {
                 Expr::Identifier(i) if outputs.contains(&fold(i)) => {}
                 e => used.expr(e),
