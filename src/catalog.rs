@@ -29,8 +29,8 @@ pub struct TableDesc {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub tables: BTreeMap<String, TableDesc>,
-    /// Each source's primary key, for the tables whose source has one (see `complete`).
-    pub keys: BTreeMap<String, Vec<String>>,
+    /// For the tables whose source has a primary key, all of it visible (see `complete`).
+    pub keys: BTreeMap<String, Grouping>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,23 +52,19 @@ WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum";
 
 /// The source's primary key columns in key order (none when it has no primary key). The
-/// system catalogs are readable by the serving role; the source itself need not be.
+/// system catalogs are readable by the serving role; the source itself need not be. A plain
+/// table with inheritance children gets none: a query reads the children too, and the
+/// parent's key does not cover them (the same id may be in both).
 const PRIMARY_KEY: &str = "
 SELECT a.attname::text
 FROM pg_index i
+JOIN pg_class t ON t.oid = i.indrelid
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE i.indrelid = to_regclass($1) AND i.indisprimary
+  AND NOT (t.relkind = 'r' AND t.relhassubclass)
 ORDER BY k.ord";
 
-/// Types without an equality operator: a GROUP BY cannot hold a column of one.
-fn groupable_type(type_name: &str) -> bool {
-    const NO_EQUALITY: &[&str] = &[
-        "json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle",
-    ];
-    let element = type_name.trim_end_matches("[]");
-    !NO_EQUALITY.contains(&element)
-}
 impl Catalog {
     pub async fn load(
         client: &tokio_postgres::Client,
@@ -82,19 +78,10 @@ impl Catalog {
             let view = format!("{VIEW_SCHEMA}.{}", crate::sql::ident(&table.name));
             let source = table.source.to_string();
             let rows = client.query(&statement, &[&view, &source]).await?;
-            let key: Vec<String> = client
-                .query(&key_statement, &[&source])
-                .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            if !key.is_empty() {
-                keys.insert(table.name.clone(), key);
-            }
             if rows.is_empty() {
                 return Err(CatalogError::MissingView(table.name.clone()));
             }
-            let columns = rows
+            let columns: Vec<ColumnDesc> = rows
                 .iter()
                 .map(|row| ColumnDesc {
                     name: row.get(0),
@@ -102,6 +89,17 @@ impl Catalog {
                     description: row.get(2),
                 })
                 .collect();
+            let key: Vec<String> = client
+                .query(&key_statement, &[&source])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let visible: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+            if !key.is_empty() && key.iter().all(|k| visible.contains(k)) {
+                let groupable = groupable(client, &view, &visible).await?;
+                keys.insert(table.name.clone(), Grouping { key, groupable });
+            }
             tables.insert(
                 table.name.clone(),
                 TableDesc {
@@ -120,24 +118,10 @@ impl Catalog {
     pub fn complete(&self, policy: &Policy) -> Policy {
         let mut policy = policy.clone();
         for (name, table) in policy.tables.iter_mut() {
-            let Some(desc) = self.tables.get(name) else {
-                continue;
-            };
-            let columns: Vec<String> = desc.columns.iter().map(|c| c.name.clone()).collect();
-            table.grouping = self
-                .keys
-                .get(name)
-                .filter(|key| key.iter().all(|k| columns.contains(k)))
-                .map(|key| Grouping {
-                    key: key.clone(),
-                    groupable: desc
-                        .columns
-                        .iter()
-                        .filter(|c| groupable_type(&c.type_name))
-                        .map(|c| c.name.clone())
-                        .collect(),
-                });
-            table.columns = Some(columns);
+            if let Some(desc) = self.tables.get(name) {
+                table.columns = Some(desc.columns.iter().map(|c| c.name.clone()).collect());
+                table.grouping = self.keys.get(name).cloned();
+            }
         }
         policy
     }
@@ -162,5 +146,45 @@ impl Catalog {
             }
         }
         out
+    }
+}
+
+/// The view's columns that a GROUP BY can hold, asked of PostgreSQL: a type without equality
+/// (json, a domain over it, a composite or array holding it, jsonpath, ...) fails parse
+/// analysis, so preparing `SELECT 1 FROM view GROUP BY col` tells, whatever the type. One
+/// statement for all columns first; one per column only when that fails.
+async fn groupable(
+    client: &tokio_postgres::Client,
+    view: &str,
+    columns: &[String],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let group_by = |columns: &[String]| {
+        let list: Vec<String> = columns
+            .iter()
+            .map(|c| crate::sql::ident(c).to_string())
+            .collect();
+        format!("SELECT 1 FROM {view} GROUP BY {}", list.join(", "))
+    };
+    if prepares(client, &group_by(columns)).await? {
+        return Ok(columns.to_vec());
+    }
+    let mut out = Vec::new();
+    for column in columns {
+        if prepares(client, &group_by(std::slice::from_ref(column))).await? {
+            out.push(column.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether PostgreSQL accepts `sql`; an error that is not PostgreSQL's answer is returned.
+async fn prepares(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    match client.prepare(sql).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_db_error().is_some() => Ok(false),
+        Err(e) => Err(e),
     }
 }

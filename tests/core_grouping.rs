@@ -57,7 +57,7 @@ fn group_by(sql: &str) -> String {
         .rfind("GROUP BY ")
         .unwrap_or_else(|| panic!("no GROUP BY: {out}"));
     let clause = &out[at + "GROUP BY ".len()..];
-    let end = [" HAVING ", " ORDER BY ", " LIMIT ", " UNION "]
+    let end = [" HAVING ", " WINDOW ", " ORDER BY ", " LIMIT ", " UNION "]
         .iter()
         .filter_map(|w| clause.find(w))
         .min()
@@ -113,6 +113,25 @@ fn a_grouped_key_brings_the_columns_used_outside_aggregates() {
             "SELECT o.id, o.status, o.metadata FROM orders o GROUP BY o.id",
             "o.id, o.status",
         ),
+        // DISTINCT ON and a named window are evaluated per group too.
+        (
+            "SELECT DISTINCT ON (c.department) c.id, count(*) FROM customers c GROUP BY c.id",
+            "c.id, c.department",
+        ),
+        (
+            "SELECT c.id, rank() OVER w FROM customers c GROUP BY c.id \
+             WINDOW w AS (PARTITION BY c.department ORDER BY c.created_at)",
+            "c.id, c.department, c.created_at",
+        ),
+        // By output name, when no FROM item has a column of that name; and by (ordinal).
+        (
+            "SELECT c.id AS cid, c.name, count(*) FROM customers c GROUP BY cid",
+            "cid, c.name",
+        ),
+        (
+            "SELECT (c.id), c.name FROM customers c GROUP BY (1)",
+            "(1), c.name",
+        ),
         // Each branch of a set operation on its own.
         (
             "SELECT 'x' AS name UNION ALL SELECT c.name FROM customers c GROUP BY c.id",
@@ -132,6 +151,13 @@ fn nothing_is_added_where_the_key_is_not_grouped_or_the_columns_are_unknown() {
             "SELECT c.id, count(*), max(c.name) FROM customers c GROUP BY c.id",
             "c.id",
         ),
+        // A bare name is the FROM item's column first: this groups by c.name, not c.id.
+        (
+            "SELECT c.id AS name, c.department FROM customers c GROUP BY name",
+            "name",
+        ),
+        // A number in the select list is a constant, not another ordinal.
+        ("SELECT (1), c.name FROM customers c GROUP BY 1", "1"),
         // The key is not grouped: PostgreSQL's own 42803 stands.
         (
             "SELECT c.name, c.department FROM customers c GROUP BY c.name",

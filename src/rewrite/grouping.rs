@@ -25,9 +25,9 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, GroupByExpr, Ident, JoinConstraint, JoinOperator, OrderByKind, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, TableFactor, TableWithJoins, Value, Visit, Visitor,
-    VisitorMut,
+    Distinct, Expr, GroupByExpr, Ident, JoinConstraint, JoinOperator, NamedWindowExpr, OrderByKind,
+    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor,
+    TableWithJoins, Value, Visit, Visitor, VisitorMut,
 };
 
 use super::first_position;
@@ -131,6 +131,15 @@ impl Completer<'_, '_> {
         }
         if let Some(having) = &select.having {
             used.expr(having);
+        }
+        if let Some(Distinct::On(exprs)) = &select.distinct {
+            exprs.iter().for_each(|e| used.expr(e));
+        }
+        for window in &select.named_window {
+            if let NamedWindowExpr::WindowSpec(spec) = &window.1 {
+                spec.partition_by.iter().for_each(|e| used.expr(e));
+                spec.order_by.iter().for_each(|o| used.expr(&o.expr));
+            }
         }
         let outputs = output_names(select);
         for e in order_by.iter().copied() {
@@ -266,28 +275,49 @@ impl<'a> Ranges<'a> {
         }
     }
 
-    /// Whether the GROUP BY item `e` is the column `range.column`.
+    /// Whether the GROUP BY item `e` is the column `range.column`: by name, by ordinal or by
+    /// output name (PostgreSQL reads a bare name as an output column only when no FROM item
+    /// has it). A number inside the select list is a constant, not another ordinal.
     fn is(&self, e: &Expr, select: &Select, range: &Range, column: &str) -> bool {
-        match e {
-            Expr::Nested(inner) => self.is(inner, select, range, column),
+        let item = |pick: &dyn Fn(usize, &SelectItem) -> bool| {
+            select
+                .projection
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| match item {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }
+                        if pick(i, item) =>
+                    {
+                        Some(e)
+                    }
+                    _ => None,
+                })
+        };
+        let target = match unnested(e) {
             Expr::Value(v) => match &v.value {
-                Value::Number(n, _) => n
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|n| n.checked_sub(1))
-                    .and_then(|i| select.projection.get(i))
-                    .is_some_and(|item| match item {
-                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                            !matches!(e, Expr::Value(_)) && self.is(e, select, range, column)
-                        }
-                        _ => false,
-                    }),
-                _ => false,
+                Value::Number(n, _) => {
+                    let Ok(n) = n.parse::<usize>() else {
+                        return false;
+                    };
+                    item(&|i, _| i + 1 == n)
+                }
+                _ => None,
             },
-            other => self
-                .column_of(other)
-                .is_some_and(|(r, c)| std::ptr::eq(r, range) && c == column),
-        }
+            Expr::Identifier(name)
+                if self.unqualified_known && self.owner(&fold(name)).is_none() =>
+            {
+                item(
+                    &|_, item| matches!(item, SelectItem::ExprWithAlias { alias, .. } if fold(alias) == fold(name)),
+                )
+            }
+            other => Some(other),
+        };
+        target.is_some_and(|e| self.names(e, range, column))
+    }
+
+    fn names(&self, e: &Expr, range: &Range, column: &str) -> bool {
+        self.column_of(unnested(e))
+            .is_some_and(|(r, c)| std::ptr::eq(r, range) && c == column)
     }
 
     /// The range and column a column reference of this level names.
@@ -309,6 +339,13 @@ impl<'a> Ranges<'a> {
             _ => None,
         }
     }
+}
+
+fn unnested(mut e: &Expr) -> &Expr {
+    while let Expr::Nested(inner) = e {
+        e = inner;
+    }
+    e
 }
 
 fn merges_columns(operator: &JoinOperator) -> bool {
