@@ -10,7 +10,8 @@
 //! data, VACUUM ANALYZE), installs rowgate's views and serving role, adds RLS policies with the
 //! same rules (`benches/scale/rls.sql`), then for each question of `benches/scale/questions.rs`
 //! times three arms with `EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON)`, median of
-//! "Planning Time" + "Execution Time" over several runs (server-side time only):
+//! "Planning Time" + "Execution Time" over several runs (server-side time only), and of
+//! "Execution Time" alone (a cached plan's cost, as the gateway's prepared statements run):
 //! * rowgate: `pipeline::rewrite` of the agent's SQL, run through `execute::Executor` as the
 //!   serving role, inside the gateway's fence (READ ONLY, signed caller, caller check);
 //! * RLS: the agent's SQL unchanged, as a non-owner role with RLS, `app.user_id` set;
@@ -155,6 +156,9 @@ pub async fn drop_all(admin: &tokio_postgres::Config) {
 #[derive(Default, Clone)]
 struct Timing {
     median_ms: f64,
+    /// Execution alone: what a request costs once its plan is cached, as the gateway's
+    /// prepared statements are (a query without parameters gets its generic plan at once).
+    median_exec_ms: f64,
     rows: u64,
     shape: String,
     materialized_cte: bool,
@@ -203,16 +207,16 @@ fn shape(plan: &Value, out: &mut Vec<String>, cte: &mut bool) {
     }
 }
 
-/// Planning + execution time and the plan of one EXPLAIN ANALYZE answer.
-fn read_explain(json: &Value) -> (f64, u64, String, bool) {
+/// Planning + execution time, execution time alone, and the plan of one EXPLAIN ANALYZE answer.
+fn read_explain(json: &Value) -> (f64, f64, u64, String, bool) {
     let top = &json[0];
-    let ms = top["Planning Time"].as_f64().unwrap_or(0.0)
-        + top["Execution Time"].as_f64().unwrap_or(0.0);
+    let execution = top["Execution Time"].as_f64().unwrap_or(0.0);
+    let ms = top["Planning Time"].as_f64().unwrap_or(0.0) + execution;
     let rows = top["Plan"]["Actual Rows"].as_u64().unwrap_or(0);
     let mut items = Vec::new();
     let mut cte = false;
     shape(&top["Plan"], &mut items, &mut cte);
-    (ms, rows, items.join(", "), cte)
+    (ms, execution, rows, items.join(", "), cte)
 }
 
 /// Queries faster than this get [`FAST_RUNS`] runs.
@@ -227,6 +231,7 @@ where
     Fut: std::future::Future<Output = Result<Value, String>>,
 {
     let mut times = Vec::new();
+    let mut exec_times = Vec::new();
     let mut last = None;
     // One warm-up run, not counted.
     if let Err(e) = explain().await {
@@ -239,7 +244,7 @@ where
     while times.len() < budget {
         match explain().await {
             Ok(json) => {
-                let (ms, rows, shape, cte) = read_explain(&json);
+                let (ms, exec_ms, rows, shape, cte) = read_explain(&json);
                 if ms > 1000.0 {
                     budget = budget.min(3);
                 } else if ms < FAST_MS {
@@ -248,6 +253,7 @@ where
                     budget = budget.max(FAST_RUNS);
                 }
                 times.push(ms);
+                exec_times.push(exec_ms);
                 last = Some((rows, shape, cte));
             }
             Err(e) => {
@@ -259,9 +265,11 @@ where
         }
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    exec_times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (rows, shape, materialized_cte) = last.unwrap_or_default();
     Timing {
         median_ms: times[times.len() / 2],
+        median_exec_ms: exec_times[exec_times.len() / 2],
         rows,
         shape,
         materialized_cte,
@@ -341,15 +349,15 @@ async fn main() {
         uptime()
     );
     println!(
-        "| # | question | rowgate ms | RLS ms | hand ms | rowgate/hand | rowgate/RLS | rows |"
+        "| # | question | rowgate ms | RLS ms | hand ms | rowgate/hand | rowgate/RLS | execution only: rowgate / RLS / hand ms | rowgate/hand | rowgate/RLS | rows |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut plans = Vec::new();
     for q in &chosen {
         let rewritten = match rowgate::pipeline::rewrite(&q.agent, &policy, &limits) {
             Ok(r) => r.sql,
             Err(e) => {
-                println!("| {} | {} | refused: {e} | | | | | |", q.id, q.what);
+                println!("| {} | {} | refused: {e} | | | | | | | | |", q.id, q.what);
                 continue;
             }
         };
@@ -394,11 +402,11 @@ async fn main() {
             Some(e) => format!("error: {e}"),
             None => format!("{:.2}", t.median_ms),
         };
-        let ratio = |a: &Timing, b: &Timing| {
-            if a.error.is_some() || b.error.is_some() || b.median_ms == 0.0 {
+        let ratio_of = |a: &Timing, b: &Timing, ms: fn(&Timing) -> f64| {
+            if a.error.is_some() || b.error.is_some() || ms(b) == 0.0 {
                 "-".to_string()
             } else {
-                let r = a.median_ms / b.median_ms;
+                let r = ms(a) / ms(b);
                 if r > 1.3 {
                     format!("**{r:.2}**")
                 } else {
@@ -411,8 +419,10 @@ async fn main() {
         } else {
             format!("**differ: {} / {} / {}**", rg.rows, rl.rows, hd.rows)
         };
+        let ratio = |a: &Timing, b: &Timing| ratio_of(a, b, |t| t.median_ms);
+        let exec_ratio = |a: &Timing, b: &Timing| ratio_of(a, b, |t| t.median_exec_ms);
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {} | {} | {} |",
             q.id,
             q.what,
             cell(&rg),
@@ -420,6 +430,11 @@ async fn main() {
             cell(&hd),
             ratio(&rg, &hd),
             ratio(&rg, &rl),
+            rg.median_exec_ms,
+            rl.median_exec_ms,
+            hd.median_exec_ms,
+            exec_ratio(&rg, &hd),
+            exec_ratio(&rg, &rl),
             rows
         );
         plans.push((q.id, rg, rl, hd));
