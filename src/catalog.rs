@@ -24,6 +24,10 @@ pub struct TableDesc {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub columns: Vec<ColumnDesc>,
+    /// The source's primary key, when all of it is visible and it makes rows unique: the
+    /// column(s) an agent can join and group on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,8 +100,10 @@ impl Catalog {
                 .map(|row| row.get(0))
                 .collect();
             let visible: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+            let mut primary_key = None;
             if !key.is_empty() && key.iter().all(|k| visible.contains(k)) {
                 let groupable = groupable(client, &view, &visible).await?;
+                primary_key = Some(key.clone());
                 keys.insert(table.name.clone(), Grouping { key, groupable });
             }
             tables.insert(
@@ -106,6 +112,7 @@ impl Catalog {
                     name: table.name.clone(),
                     description: table.description.clone(),
                     columns,
+                    primary_key,
                 },
             );
         }
@@ -143,6 +150,9 @@ impl Catalog {
                     out.push_str(&format!(" -- {description}"));
                 }
                 out.push('\n');
+            }
+            if let Some(key) = &table.primary_key {
+                out.push_str(&format!("  PRIMARY KEY ({})\n", key.join(", ")));
             }
         }
         out

@@ -52,6 +52,17 @@ async fn keys_are_read_only_where_they_make_rows_unique_and_columns_only_if_grou
         "a parent's key covers no child"
     );
     assert_eq!(catalog.keys.get("keyless"), None);
+    // What /v1/schema shows agents follows the same rule.
+    assert_eq!(catalog.tables["acct"].primary_key, None);
+    assert_eq!(catalog.tables["keyless"].primary_key, None);
+    assert_eq!(
+        catalog.tables["notes"].primary_key,
+        Some(vec!["id".to_string()])
+    );
+    assert!(catalog.to_text().contains("TABLE notes\n  id integer\n"));
+    assert!(catalog
+        .to_text()
+        .contains("  tags text[]\n  PRIMARY KEY (id)\n"));
     let notes = catalog.keys.get("notes").expect("notes has a key");
     assert_eq!(notes.key, ["id"]);
     // json, a domain over json, an array of it, jsonpath, a composite holding json and point

@@ -412,6 +412,7 @@ async fn schema_lists_only_policy_tables_allowed_columns_and_descriptions() {
         .unwrap()
         .clone();
     assert_eq!(amount["type"], json!("numeric(12,2)"));
+    assert_eq!(invoices["primary_key"], json!(["id"]));
     let blocks = table("blocks");
     assert!(blocks["description"].as_str().unwrap().contains("<=>"));
     for hidden in GRANTING_TABLES {
@@ -436,6 +437,15 @@ async fn schema_lists_only_policy_tables_allowed_columns_and_descriptions() {
         );
     }
     assert!(text.text.contains("amount numeric(12,2)"), "{}", text.text);
+    // The key an agent joins and groups on.
+    assert!(
+        text.text.contains("TABLE customers")
+            && text
+                .text
+                .contains("created_at timestamp with time zone\n  PRIMARY KEY (id)\n"),
+        "{}",
+        text.text
+    );
     assert!(text.text.contains("Invoices issued by each department"));
     assert!(!text.text.contains("email"), "{}", text.text);
     for hidden in GRANTING_TABLES {
