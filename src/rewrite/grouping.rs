@@ -25,9 +25,9 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Distinct, Expr, GroupByExpr, Ident, JoinConstraint, JoinOperator, NamedWindowExpr, OrderByKind,
-    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor,
-    TableWithJoins, Value, Visit, Visitor, VisitorMut,
+    Distinct, Expr, GroupByExpr, JoinConstraint, JoinOperator, NamedWindowExpr, OrderByKind, Query,
+    Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, TableWithJoins,
+    Value, Visit, Visitor, VisitorMut,
 };
 
 use super::first_position;
@@ -448,52 +448,77 @@ impl Visitor for Collect<'_> {
 /// PostgreSQL's built-in aggregates (a window call of one is not an aggregate here: its
 /// arguments are evaluated per group, like any other expression).
 fn is_aggregate(name: &sqlparser::ast::ObjectName) -> bool {
-    const AGGREGATES: &[&str] = &[
-        "any_value",
-        "array_agg",
-        "avg",
-        "bit_and",
-        "bit_or",
-        "bit_xor",
-        "bool_and",
-        "bool_or",
-        "corr",
-        "count",
-        "covar_pop",
-        "covar_samp",
-        "every",
-        "json_agg",
-        "json_object_agg",
-        "jsonb_agg",
-        "jsonb_object_agg",
-        "max",
-        "min",
-        "mode",
-        "percentile_cont",
-        "percentile_disc",
-        "range_agg",
-        "range_intersect_agg",
-        "regr_avgx",
-        "regr_avgy",
-        "regr_count",
-        "regr_intercept",
-        "regr_r2",
-        "regr_slope",
-        "regr_sxx",
-        "regr_sxy",
-        "regr_syy",
-        "stddev",
-        "stddev_pop",
-        "stddev_samp",
-        "string_agg",
-        "sum",
-        "var_pop",
-        "var_samp",
-        "variance",
-        "xmlagg",
-    ];
+    AGGREGATES
+        .binary_search(&aggregate_name(name).as_str())
+        .is_ok()
+}
+
+fn aggregate_name(name: &sqlparser::ast::ObjectName) -> String {
     name.0
         .last()
         .and_then(|p| p.as_ident())
-        .is_some_and(|i: &Ident| AGGREGATES.binary_search(&fold(i).as_str()).is_ok())
+        .map(fold)
+        .unwrap_or_default()
+}
+
+/// Sorted: looked up by binary search.
+const AGGREGATES: &[&str] = &[
+    "any_value",
+    "array_agg",
+    "avg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "bool_and",
+    "bool_or",
+    "corr",
+    "count",
+    "covar_pop",
+    "covar_samp",
+    "every",
+    "json_agg",
+    "json_object_agg",
+    "jsonb_agg",
+    "jsonb_object_agg",
+    "max",
+    "min",
+    "mode",
+    "percentile_cont",
+    "percentile_disc",
+    "range_agg",
+    "range_intersect_agg",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "string_agg",
+    "sum",
+    "var_pop",
+    "var_samp",
+    "variance",
+    "xmlagg",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aggregate_list_is_sorted_for_binary_search() {
+        let mut sorted = AGGREGATES.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, AGGREGATES);
+        let name = |s: &str| sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new(s)]);
+        assert!(is_aggregate(&name("COUNT")));
+        assert!(!is_aggregate(&name("lower")));
+    }
 }
