@@ -5,8 +5,11 @@
 //! It applies that rule to base tables only; after the rewrite `customers` is a CTE over a
 //! permission view, which has no key, and the same query fails with 42803 ("must appear in
 //! the GROUP BY clause"). Agents write this often, so for each query level whose GROUP BY holds
-//! all of a policy table's key, this pass appends that table's other columns used outside
-//! aggregates (or named in a subquery, as outer references) to the GROUP BY.
+//! all of a policy table's key (by name, ordinal or output name), this pass appends that
+//! table's other columns that the level uses after grouping (select list outside aggregates,
+//! HAVING, ORDER BY, DISTINCT ON, named windows, outer references from subqueries) to the
+//! GROUP BY. Which keys make rows unique and which columns can be grouped is the catalog's
+//! business (`Catalog::load`).
 //!
 //! Why this changes no answer: the rows of a permission CTE are rows of the source, each at
 //! most once, so within one group of the key every column of that table has one value (NULL
@@ -17,9 +20,10 @@
 //!
 //! Left alone (PostgreSQL answers 42803 as before, and the message says what to add):
 //! ROLLUP, CUBE, GROUPING SETS and GROUP BY ALL; ranges renamed with a column list
-//! (`AS c(a, b)`, which resolve refuses on policy tables today); unqualified names when the FROM clause holds a subquery, a function, an
-//! agent CTE or a USING/NATURAL join (whose columns this pass does not know); columns whose
-//! type has no equality.
+//! (`AS c(a, b)`, which resolve refuses on policy tables today); unqualified names when the
+//! FROM clause holds a subquery, a function, an agent CTE or a USING/NATURAL join (whose
+//! columns this pass does not know); columns whose type has no equality; whole-row
+//! references (`row_to_json(c)`); an ORDER BY outside a parenthesized grouped SELECT.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
