@@ -114,44 +114,7 @@ impl Completer<'_, '_> {
         if keyed.is_empty() {
             return;
         }
-        let mut used = Used::default();
-        for item in &select.projection {
-            match item {
-                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                    used.expr(e)
-                }
-                SelectItem::QualifiedWildcard(
-                    SelectItemQualifiedWildcardKind::ObjectName(n),
-                    _,
-                ) => {
-                    if let Some(last) = n.0.last().and_then(|p| p.as_ident()) {
-                        used.wildcards.push(Some(fold(last)));
-                    }
-                }
-                SelectItem::ExprWithAliases { expr, .. } => used.expr(expr),
-                SelectItem::QualifiedWildcard(_, _) => {}
-                SelectItem::Wildcard(_) => used.wildcards.push(None),
-            }
-        }
-        if let Some(having) = &select.having {
-            used.expr(having);
-        }
-        if let Some(Distinct::On(exprs)) = &select.distinct {
-            exprs.iter().for_each(|e| used.expr(e));
-        }
-        for window in &select.named_window {
-            if let NamedWindowExpr::WindowSpec(spec) = &window.1 {
-                spec.partition_by.iter().for_each(|e| used.expr(e));
-                spec.order_by.iter().for_each(|o| used.expr(&o.expr));
-            }
-        }
-        let outputs = output_names(select);
-        for e in order_by.iter().copied() {
-            match e {
-                Expr::Identifier(i) if outputs.contains(&fold(i)) => {}
-                e => used.expr(e),
-            }
-        }
+        let used = Used::after_grouping(select, order_by);
         let mut added: Vec<Expr> = Vec::new();
         for range in keyed {
             let Some(grouping) = range.grouping else {
@@ -375,6 +338,50 @@ struct Used {
 }
 
 impl Used {
+    /// What PostgreSQL evaluates after grouping at this level: the select list, HAVING,
+    /// DISTINCT ON, named windows and ORDER BY (whose bare output names are not columns).
+    fn after_grouping(select: &Select, order_by: &[&Expr]) -> Used {
+        let mut used = Used::default();
+        for item in &select.projection {
+            match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    used.expr(e)
+                }
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(n),
+                    _,
+                ) => {
+                    if let Some(last) = n.0.last().and_then(|p| p.as_ident()) {
+                        used.wildcards.push(Some(fold(last)));
+                    }
+                }
+                SelectItem::ExprWithAliases { expr, .. } => used.expr(expr),
+                SelectItem::QualifiedWildcard(_, _) => {}
+                SelectItem::Wildcard(_) => used.wildcards.push(None),
+            }
+        }
+        if let Some(having) = &select.having {
+            used.expr(having);
+        }
+        if let Some(Distinct::On(exprs)) = &select.distinct {
+            exprs.iter().for_each(|e| used.expr(e));
+        }
+        for window in &select.named_window {
+            if let NamedWindowExpr::WindowSpec(spec) = &window.1 {
+                spec.partition_by.iter().for_each(|e| used.expr(e));
+                spec.order_by.iter().for_each(|o| used.expr(&o.expr));
+            }
+        }
+        let outputs = output_names(select);
+        for e in order_by.iter().copied() {
+            match e {
+                Expr::Identifier(i) if outputs.contains(&fold(i)) => {}
+                e => used.expr(e),
+            }
+        }
+        used
+    }
+
     fn expr(&mut self, e: &Expr) {
         let mut collect = Collect {
             found: &mut self.columns,
