@@ -112,8 +112,11 @@ impl Plan {
 
     /// Rewrites `query` in place according to the plan.
     pub fn apply(&self, query: &mut Query) {
-        // First, while table names still carry the agent's positions.
-        grouping::complete(query, &self.keyed());
+        // First, while table names still carry the agent's positions; only when the catalog
+        // gave some table a usable key (never offline).
+        if self.ctes.iter().any(|c| c.grouping.is_some()) {
+            grouping::complete(query, &self.keyed());
+        }
         subqueries::fence(query);
         let by_position: HashMap<Position, &PlannedReference> =
             self.references.iter().map(|r| (r.at, r)).collect();
@@ -140,9 +143,7 @@ impl Plan {
             }
         }
     }
-}
 
-impl Plan {
     fn keyed(&self) -> HashMap<Position, grouping::Keyed<'_>> {
         self.references
             .iter()

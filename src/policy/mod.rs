@@ -150,8 +150,8 @@ pub struct TablePolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grouping {
     pub key: Vec<String>,
-    /// Visible columns in view order, minus those whose type has no equality (json, the
-    /// geometric types), which no GROUP BY can hold.
+    /// Visible columns in view order, minus those PostgreSQL cannot group by (a type without
+    /// equality: json, a domain or composite holding it, jsonpath, point, ...).
     pub groupable: Vec<String>,
 }
 

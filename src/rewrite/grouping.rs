@@ -50,9 +50,6 @@ pub(super) struct Keyed<'a> {
 
 /// Completes the GROUP BY of every query level of `query` (see the module doc).
 pub(super) fn complete(query: &mut Query, references: &HashMap<Position, Keyed<'_>>) {
-    if references.values().all(|r| r.grouping.is_none()) {
-        return;
-    }
     let _ = sqlparser::ast::VisitMut::visit(query, &mut Completer { references });
 }
 
