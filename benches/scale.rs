@@ -2,8 +2,10 @@
 //! hand-written SQL, on the demo schema at a scale factor (issue 4). Results: BENCHMARKS.md.
 //!
 //! Run: `cargo bench --bench scale -- --scale 1` (`--scale 10` for about 10^6 invoices;
-//! `--load` adds the HTTP load mode; `--user bob` for the small caller; `--only Q12,Q13`;
-//! `--keep` leaves the database for inspection and `--reuse` skips generating it again).
+//! `--load` adds the HTTP load mode, `--gateway-pool N` sets the gateway's pool there (16); `--user bob` for the small caller; `--only Q12,Q13`;
+//! `--keep` leaves the database for inspection and `--reuse` skips generating it again;
+//! `--hand-arrays` writes the hand arm's filters as install writes the rules, `= ANY (ARRAY(
+//! SELECT ...))` instead of `IN (SELECT ...)`, to tell the rule's form from the fence's cost).
 //! Needs PostgreSQL on 127.0.0.1:5432, user postgres, trust (or ROWGATE_BENCH_DATABASE_URL).
 //!
 //! It builds database `rg_bench_scale` (migrations/001 schema, `benches/scale/generate.sql`
@@ -46,6 +48,8 @@ struct Args {
     only: Option<Vec<String>>,
     keep: bool,
     reuse: bool,
+    membership: questions::Membership,
+    gateway_pool: usize,
 }
 
 fn args() -> Args {
@@ -56,6 +60,8 @@ fn args() -> Args {
         only: None,
         keep: false,
         reuse: false,
+        membership: questions::Membership::In,
+        gateway_pool: 16,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -64,6 +70,10 @@ fn args() -> Args {
             "--load" => args.load = true,
             "--keep" => args.keep = true,
             "--reuse" => args.reuse = true,
+            "--hand-arrays" => args.membership = questions::Membership::Array,
+            "--gateway-pool" => {
+                args.gateway_pool = it.next().and_then(|s| s.parse().ok()).unwrap_or(16)
+            }
             "--user" => args.user = it.next().unwrap_or_else(|| "anne".into()),
             "--only" => {
                 args.only = it
@@ -333,7 +343,7 @@ async fn main() {
 
     let limits = Limits::default();
     let runs = if args.scale >= 10 { 5 } else { 9 };
-    let all = questions::questions(&args.user);
+    let all = questions::questions(&args.user, args.membership);
     let chosen: Vec<_> = all
         .iter()
         .filter(|q| {
@@ -343,9 +353,13 @@ async fn main() {
         })
         .collect();
     println!(
-        "\nscale {}, caller {}, median of {runs} runs (3 when a run exceeds 1 s, {FAST_RUNS} under {FAST_MS} ms), EXPLAIN (ANALYZE, TIMING OFF) planning + execution, load average {}\n",
+        "\nscale {}, caller {}, median of {runs} runs (3 when a run exceeds 1 s, {FAST_RUNS} under {FAST_MS} ms), EXPLAIN (ANALYZE, TIMING OFF) planning + execution, hand filters as {}, load average {}\n",
         args.scale,
         args.user,
+        match args.membership {
+            questions::Membership::In => "IN (SELECT ...)",
+            questions::Membership::Array => "= ANY (ARRAY(SELECT ...)), as install writes rules",
+        },
         uptime()
     );
     println!(
@@ -461,7 +475,7 @@ async fn main() {
     println!("load average after: {}", uptime());
 
     if args.load {
-        load::run(&agent, &key, &policy, &args.user).await;
+        load::run(&agent, &key, &policy, &args.user, args.gateway_pool).await;
     }
     drop(executor);
     drop(client);

@@ -1,5 +1,6 @@
 //! Load mode of the scale benchmark (`-- --load`): `rowgate serve`, built from this crate and run
-//! as a child process, under 1, 16 and 64 concurrent HTTP clients (pool of 16), against the same
+//! as a child process, under 1, 16 and 64 concurrent HTTP clients (pool of 16 unless
+//! `--gateway-pool` says otherwise), against the same
 //! rewritten SQL sent straight to PostgreSQL with tokio-postgres as the serving role, inside the
 //! same fence (READ ONLY, signed caller, caller check) over a pool of 16 connections too.
 //! Prints p50/p99 latency, throughput, errors, and the gateway's peak RSS (VmHWM).
@@ -169,7 +170,13 @@ impl Drop for Gateway {
     }
 }
 
-pub async fn run(agent: &tokio_postgres::Config, key: &IdentityKey, policy: &Policy, user: &str) {
+pub async fn run(
+    agent: &tokio_postgres::Config,
+    key: &IdentityKey,
+    policy: &Policy,
+    user: &str,
+    gateway_pool: usize,
+) {
     let key_file = std::env::temp_dir().join(format!("rg_bench_scale_{}.key", std::process::id()));
     std::fs::write(&key_file, key.to_hex()).unwrap();
     let port = free_port();
@@ -184,14 +191,8 @@ pub async fn run(agent: &tokio_postgres::Config, key: &IdentityKey, policy: &Pol
         .args(["serve", "--database-url", &url, "--bind", &addr.to_string()])
         .arg("--key-file")
         .arg(&key_file)
-        .args([
-            "--pool-size",
-            "16",
-            "--audit",
-            "off",
-            "--policies",
-            "policies",
-        ])
+        .args(["--pool-size", &gateway_pool.to_string()])
+        .args(["--audit", "off", "--policies", "policies"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -212,7 +213,7 @@ pub async fn run(agent: &tokio_postgres::Config, key: &IdentityKey, policy: &Pol
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("\nLoad: `rowgate serve` (pid {pid}, pool 16) vs direct tokio-postgres, {} s per cell, caller {user}, load average {}\n", RUN.as_secs(), super::uptime());
+    println!("\nLoad: `rowgate serve` (pid {pid}, pool {gateway_pool}) vs direct tokio-postgres, {} s per cell, caller {user}, load average {}\n", RUN.as_secs(), super::uptime());
     println!("| question | clients | p50 ms | p99 ms | req/s | errors |");
     println!("|---|---:|---:|---:|---:|---:|");
     let signed = key.sign(user);

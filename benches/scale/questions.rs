@@ -21,29 +21,82 @@ pub fn query_vector() -> String {
     format!("[{}]", values.join(", "))
 }
 
-pub fn questions(user: &str) -> Vec<Question> {
+/// How the hand-written filters test membership in a subquery.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// `x IN (SELECT ...)`, as a human writes it.
+    In,
+    /// `x = ANY (ARRAY(SELECT ...))`, as install writes the rules (`row_security::indexable`):
+    /// the hand arm then differs from rowgate's only by the fence, not by the rule's form.
+    Array,
+}
+
+pub fn questions(user: &str, membership: Membership) -> Vec<Question> {
     let u = format!("'{}'", user.replace('\'', "''"));
-    let roles = format!("(SELECT role FROM user_roles WHERE user_id = {u})");
+    let member = |left: &str, subquery: &str| match membership {
+        Membership::In => format!("{left} IN ({subquery})"),
+        Membership::Array => format!("{left} = ANY (ARRAY({subquery}))"),
+    };
+    let roles = |left: &str| {
+        member(
+            left,
+            &format!("SELECT role FROM user_roles WHERE user_id = {u}"),
+        )
+    };
     let dept = |a: &str| {
-        format!(
-            "{a}.department IN (SELECT department FROM permissions WHERE allowed_role IN {roles})"
+        member(
+            &format!("{a}.department"),
+            &format!(
+                "SELECT department FROM permissions WHERE {}",
+                roles("allowed_role")
+            ),
         )
     };
     let own = |a: &str| format!("{a}.user_id = {u}");
-    let lines = |a: &str| format!("{a}.order_id IN (SELECT id FROM orders WHERE user_id = {u})");
-    let folders =
-        |a: &str| format!("{a}.id IN (SELECT folder_id FROM folder_access WHERE role IN {roles})");
+    let lines = |a: &str| {
+        member(
+            &format!("{a}.order_id"),
+            &format!("SELECT id FROM orders WHERE user_id = {u}"),
+        )
+    };
+    let folders = |a: &str| {
+        member(
+            &format!("{a}.id"),
+            &format!(
+                "SELECT folder_id FROM folder_access WHERE {}",
+                roles("role")
+            ),
+        )
+    };
     let docs = |a: &str| {
-        format!("{a}.folder_id IN (SELECT folder_id FROM folder_access WHERE role IN {roles})")
+        member(
+            &format!("{a}.folder_id"),
+            &format!(
+                "SELECT folder_id FROM folder_access WHERE {}",
+                roles("role")
+            ),
+        )
     };
     let blocks = |a: &str| {
-        format!(
-            "{a}.document_id IN (SELECT d.id FROM documents d JOIN folder_access fa ON fa.folder_id = d.folder_id WHERE fa.role IN {roles})"
+        member(
+            &format!("{a}.document_id"),
+            &format!(
+                "SELECT d.id FROM documents d JOIN folder_access fa ON fa.folder_id = d.folder_id WHERE {}",
+                roles("fa.role")
+            ),
         )
     };
     let items = |a: &str| {
         format!(
-            "{a}.tenant_id IN (SELECT tenant_id FROM app_users WHERE id = {u}) AND {a}.id IN (SELECT item_id FROM item_users WHERE user_id = {u})"
+            "{} AND {}",
+            member(
+                &format!("{a}.tenant_id"),
+                &format!("SELECT tenant_id FROM app_users WHERE id = {u}")
+            ),
+            member(
+                &format!("{a}.id"),
+                &format!("SELECT item_id FROM item_users WHERE user_id = {u}")
+            ),
         )
     };
     let v = query_vector();
