@@ -128,7 +128,8 @@ struct ServerArgs {
     /// Server-side statement timeout, in milliseconds.
     #[arg(long, env = "ROWGATE_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
     statement_timeout_ms: u64,
-    /// Database connections in the pool.
+    /// Database connections in the pool. Two to four per database core keeps the latency tail
+    /// short under load; more only queue inside PostgreSQL (BENCHMARKS.md, load mode).
     #[arg(long, env = "ROWGATE_POOL_SIZE", default_value_t = 16)]
     pool_size: usize,
     /// How long a request waits for a free connection before `database_unavailable`, in ms.
