@@ -2,8 +2,9 @@
 //! hand-written SQL, on the demo schema at a scale factor (issue 4). Results: BENCHMARKS.md.
 //!
 //! Run: `cargo bench --bench scale -- --scale 1` (`--scale 10` for about 10^6 invoices;
-//! `--load` adds the HTTP load mode, `--gateway-pool N` sets the gateway's pool there (16); `--user bob` for the small caller; `--only Q12,Q13`;
-//! `--keep` leaves the database for inspection and `--reuse` skips generating it again;
+//! `--load` adds the HTTP load mode, `--gateway-pool N` sets the gateway's pool there (16);
+//! `--user bob` for the small caller; `--only Q12,Q13`; `--keep` leaves the database for
+//! inspection and `--reuse` skips generating it again;
 //! `--hand-arrays` writes the hand arm's filters as install writes the rules, `= ANY (ARRAY(
 //! SELECT ...))` instead of `IN (SELECT ...)`, to tell the rule's form from the fence's cost).
 //! Needs PostgreSQL on 127.0.0.1:5432, user postgres, trust (or ROWGATE_BENCH_DATABASE_URL).

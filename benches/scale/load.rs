@@ -1,8 +1,8 @@
 //! Load mode of the scale benchmark (`-- --load`): `rowgate serve`, built from this crate and run
 //! as a child process, under 1, 16 and 64 concurrent HTTP clients (pool of 16 unless
-//! `--gateway-pool` says otherwise), against the same
-//! rewritten SQL sent straight to PostgreSQL with tokio-postgres as the serving role, inside the
-//! same fence (READ ONLY, signed caller, caller check) over a pool of 16 connections too.
+//! `--gateway-pool` says otherwise), against the same rewritten SQL sent straight to PostgreSQL
+//! with tokio-postgres as the serving role, inside the same fence (READ ONLY, signed caller,
+//! caller check) over a pool of 16 connections.
 //! Prints p50/p99 latency, throughput, errors, and the gateway's peak RSS (VmHWM).
 
 use std::net::SocketAddr;
