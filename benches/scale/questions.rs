@@ -59,24 +59,12 @@ pub fn questions(user: &str, membership: Membership) -> Vec<Question> {
             &format!("SELECT id FROM orders WHERE user_id = {u}"),
         )
     };
-    let folders = |a: &str| {
-        member(
-            &format!("{a}.id"),
-            &format!(
-                "SELECT folder_id FROM folder_access WHERE {}",
-                roles("role")
-            ),
-        )
-    };
-    let docs = |a: &str| {
-        member(
-            &format!("{a}.folder_id"),
-            &format!(
-                "SELECT folder_id FROM folder_access WHERE {}",
-                roles("role")
-            ),
-        )
-    };
+    let readable_folders = format!(
+        "SELECT folder_id FROM folder_access WHERE {}",
+        roles("role")
+    );
+    let folders = |a: &str| member(&format!("{a}.id"), &readable_folders);
+    let docs = |a: &str| member(&format!("{a}.folder_id"), &readable_folders);
     let blocks = |a: &str| {
         member(
             &format!("{a}.document_id"),
