@@ -6,6 +6,7 @@
 //! allowlist: an expression kind, table factor, join or clause not named here is refused, so a
 //! construct that sqlparser and PostgreSQL might read differently never reaches the database.
 
+mod dialects;
 mod functions;
 
 use std::collections::BTreeSet;
@@ -18,6 +19,7 @@ use sqlparser::ast::{
     Visitor,
 };
 
+pub use dialects::{foreign, Foreign, EXAMPLE_COLUMNS, FOREIGN};
 pub use functions::{builtin, never_allowed, BUILTIN};
 
 use crate::refusal::{ErrorCode, Refusal};
@@ -59,12 +61,19 @@ pub enum GuardError {
         name: String,
         reason: Option<&'static str>,
     },
+    #[error("function `{name}` does not exist in PostgreSQL{}", foreign.from.map(|d| format!(" (it comes from {d})")).unwrap_or_default())]
+    ForeignFunction {
+        name: String,
+        foreign: &'static Foreign,
+    },
 }
 
 impl Refusal for GuardError {
     fn code(&self) -> ErrorCode {
         match self {
-            GuardError::Function { .. } => ErrorCode::FunctionNotAllowed,
+            GuardError::Function { .. } | GuardError::ForeignFunction { .. } => {
+                ErrorCode::FunctionNotAllowed
+            }
             GuardError::ReservedWord { .. }
             | GuardError::QuotedName { .. }
             | GuardError::NameTooLong { .. } => ErrorCode::ParseError,
@@ -102,6 +111,7 @@ impl Refusal for GuardError {
             GuardError::Function { reason: Some(_), .. } => {
                 "This function is never available to queries; compute the answer with plain SELECT expressions.".into()
             }
+            GuardError::ForeignFunction { foreign, .. } => foreign.hint(),
             GuardError::Function { .. } => {
                 "Use an allowed function: aggregates (count, sum, avg, min, max, string_agg), window functions (row_number, rank, lag), math (round, abs), strings (lower, concat, substring), dates (date_trunc, extract, now) and JSON accessors are available.".into()
             }
@@ -125,8 +135,16 @@ impl Allowlist<'_> {
     fn check(&self, name: &ObjectName) -> Result<(), GuardError> {
         let folded = fold_name(name).unwrap_or_default();
         let refuse = |name: String| {
-            let reason = folded.last().and_then(|n| never_allowed(n));
-            GuardError::Function { name, reason }
+            let last = folded.last().map(String::as_str).unwrap_or_default();
+            let reason = never_allowed(last);
+            // Only a name PostgreSQL would look up among its built-ins: `dbo.len` is not `len`.
+            let bare = folded.len() == 1 || folded.first().is_some_and(|s| s == "pg_catalog");
+            match foreign(last) {
+                Some(foreign) if bare && reason.is_none() => {
+                    GuardError::ForeignFunction { name, foreign }
+                }
+                _ => GuardError::Function { name, reason },
+            }
         };
         let written = folded.join(".");
         if folded.iter().any(|part| never_allowed(part).is_some()) {
