@@ -69,6 +69,10 @@ const FLOORS: &[(&str, usize)] = &[
     ("phi-3-medium-128k-instruct-1", 283),
 ];
 
+/// Model predictions refused for another dialect's function with the PostgreSQL replacement in
+/// the hint, as measured (CORPUS.md).
+const FOREIGN_FUNCTION_FLOOR: usize = 190;
+
 const PARALLEL: usize = 4;
 
 struct Entry {
@@ -354,6 +358,21 @@ async fn bird_queries_are_refused_for_a_reason_or_rewritten_into_sql_postgresql_
             }
         }
     }
+    // Refusals of another dialect's function whose hint names the PostgreSQL replacement
+    // (`src/guard/dialects.rs`), against all refusals of functions.
+    let functions = |named_fix: bool| -> usize {
+        refused
+            .0
+            .iter()
+            .filter(|(k, _)| k.starts_with("function_not_allowed"))
+            .filter(|(k, _)| !named_fix || k.contains("does not exist in PostgreSQL"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let (with_fix, function_refusals) = (functions(true), functions(false));
+    text.push_str(&format!(
+        "model predictions refused for a function: {function_refusals}, of which the hint names the PostgreSQL replacement: {with_fix}\n"
+    ));
     text.push_str("model predictions refused, by reason (all models):\n");
     text.push_str(&refused.lines("  "));
     text.push_str("... of which PostgreSQL would plan the query as written:\n");
@@ -390,6 +409,10 @@ async fn bird_queries_are_refused_for_a_reason_or_rewritten_into_sql_postgresql_
         grouping.is_empty(),
         "{} queries hit the GROUP BY limitation (the rewrite should complete their GROUP BY):\n{grouping:#?}",
         grouping.len()
+    );
+    assert!(
+        with_fix >= FOREIGN_FUNCTION_FLOOR,
+        "{with_fix} function refusals name a PostgreSQL replacement, fewer than the measured {FOREIGN_FUNCTION_FLOOR}"
     );
     assert_eq!(
         reports.len(),
