@@ -56,19 +56,36 @@ impl Refusal for ExecuteError {
     fn hint(&self) -> String {
         match self {
             ExecuteError::UnknownUser => {
-                "The application must send the id of a known user; the agent cannot fix this.".into()
+                "The application must send the id of a known user; the agent cannot fix this."
+                    .into()
             }
-            ExecuteError::QueryFailed { .. } => {
-                "Fix the query as PostgreSQL's message says; GET /v1/schema lists the tables and columns.".into()
-            }
+            ExecuteError::QueryFailed { sqlstate, .. } => query_failed_hint(sqlstate).into(),
             ExecuteError::Timeout(_) => {
                 "Make the query cheaper: filter earlier, aggregate, or add LIMIT.".into()
             }
             ExecuteError::Unavailable(_) => {
-                "Try again later; the gateway reconnects by itself when the database is back.".into()
+                "Try again later; the gateway reconnects by itself when the database is back."
+                    .into()
             }
             ExecuteError::OutOfStep(e) => e.hint(),
         }
+    }
+}
+
+/// What to change, for the errors model-written SQL meets most (the BIRD predictions that
+/// PostgreSQL rejects, CORPUS.md): PostgreSQL's message says what is wrong, this says how to fix
+/// it. The SQLSTATE decides, never the message's text, which may quote a value.
+fn query_failed_hint(sqlstate: &str) -> &'static str {
+    match sqlstate {
+        "42702" => "Qualify the column with its table's alias (t.column): more than one table in FROM has a column of that name.",
+        "42703" => "Use a column that exists: GET /v1/schema lists each table's columns; a column of another table needs that table joined and its alias written before the column.",
+        "42P01" => "Every alias the query uses must be defined in its FROM clause: add the table (FROM or JOIN) or use the alias it was given.",
+        "42803" => "Every selected column outside an aggregate must be in GROUP BY: add it there or wrap it in an aggregate (min, max, count). Aggregates go in HAVING, not WHERE, and cannot be nested (aggregate in a subquery first).",
+        "42883" | "42804" | "42846" => "A function or operator got a value of a type it does not take: cast it to the type meant (column::date, column::numeric, column::text). GET /v1/schema shows each column's type.",
+        "22P02" | "22007" | "22008" => "A value could not be read as the type asked for: write literals in PostgreSQL's format (dates as 'YYYY-MM-DD', numbers without quotes) or filter out the values that do not convert.",
+        "22012" => "Guard the divisor: write x / NULLIF(y, 0), which gives NULL instead of failing.",
+        "42601" => "Fix the syntax as PostgreSQL's message says (a subquery in FROM needs an alias; UNION branches need the same number of columns).",
+        _ => "Fix the query as PostgreSQL's message says; GET /v1/schema lists the tables and columns.",
     }
 }
 

@@ -1029,6 +1029,29 @@ async fn postgres_refusals_are_query_failed_without_hidden_data() {
     let reply = query(&router, "bob", "SELECT lower(amount) FROM invoices").await;
     reply.error(unprocessable, "query_failed");
     assert!(reply.message().contains("does not exist"), "{reply:#?}");
+    assert!(reply.hint().contains("column::numeric"), "{reply:#?}");
+
+    // The errors models meet most get a hint that says how to fix them (by SQLSTATE).
+    for (sql, fix) in [
+        (
+            "SELECT id FROM invoices i JOIN customers c ON c.id = i.customer_id",
+            "Qualify the column",
+        ),
+        ("SELECT x.amount FROM invoices i", "alias the query uses"),
+        (
+            "SELECT department, amount FROM invoices GROUP BY department",
+            "must be in GROUP BY",
+        ),
+        (
+            "SELECT 1 FROM invoices WHERE issued_on = 'May 2024'",
+            "'YYYY-MM-DD'",
+        ),
+        ("SELECT count(*) / 0 FROM invoices", "NULLIF(y, 0)"),
+    ] {
+        let reply = query(&router, "bob", sql).await;
+        reply.error(unprocessable, "query_failed");
+        assert!(reply.hint().contains(fix), "{sql}: {reply:#?}");
+    }
 
     let reply = query(&router, "bob", "SELECT amount + 'abc' FROM invoices").await;
     reply.error(unprocessable, "query_failed");
