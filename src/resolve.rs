@@ -38,6 +38,10 @@ pub enum ResolveError {
         column: String,
         table: String,
         available: String,
+        /// Columns of the same table whose names hold this one or are held by it.
+        near: Vec<String>,
+        /// Other policy tables that have a column of this name.
+        elsewhere: Vec<String>,
     },
     #[error("`{item}.{column}`: `{column}` is not a known column of the function `{item}` (PostgreSQL would call a function `{column}` on it)")]
     FunctionColumn {
@@ -68,8 +72,24 @@ impl Refusal for ResolveError {
             ResolveError::TableNotAllowed { available, .. } => {
                 format!("Query only these tables: {available}.")
             }
-            ResolveError::ColumnNotAllowed { table, available, .. } => {
-                format!("Use only these columns of {table}: {available}.")
+            ResolveError::ColumnNotAllowed {
+                column,
+                table,
+                available,
+                near,
+                elsewhere,
+            } => {
+                let mut hint = format!("Use only these columns of {table}: {available}.");
+                if !near.is_empty() {
+                    hint.push_str(&format!(" Did you mean {}?", near.join(" or ")));
+                }
+                if !elsewhere.is_empty() {
+                    hint.push_str(&format!(
+                        " `{column}` is a column of {}: join that table and write its alias before the column.",
+                        elsewhere.join(", ")
+                    ));
+                }
+                hint
             }
             ResolveError::FunctionColumn { item, available, .. } if available.is_empty() => format!(
                 "Name the function's columns and use those: FROM f(...) AS {item}(col1, col2), then {item}.col1."
@@ -82,6 +102,33 @@ impl Refusal for ResolveError {
             }
         }
     }
+}
+
+/// The columns whose names, without underscores, hold `column`'s or are held by it: `name`
+/// for `player_name`, `customerid` for `customer_id` (only that when one is the same name
+/// without underscores). Names under three letters match nothing.
+fn near_names(column: &str, columns: &[String]) -> Vec<String> {
+    let bare = |s: &str| s.replace('_', "");
+    let wanted = bare(column);
+    if wanted.len() < 3 {
+        return Vec::new();
+    }
+    let exact: Vec<String> = columns
+        .iter()
+        .filter(|c| bare(c) == wanted)
+        .cloned()
+        .collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    columns
+        .iter()
+        .filter(|c| {
+            let have = bare(c);
+            have.len() >= 3 && (have.contains(&wanted) || wanted.contains(&have))
+        })
+        .cloned()
+        .collect()
 }
 
 /// A reference to a policy table found in the query.
@@ -421,10 +468,20 @@ impl Resolver<'_> {
     fn check_column(&self, table: &str, column: &str) -> Flow {
         match self.policy.table(table) {
             Some(policy) if !policy.allows_column(column) => {
+                let columns = policy.columns.as_deref().unwrap_or_default();
                 ControlFlow::Break(ResolveError::ColumnNotAllowed {
                     column: column.to_string(),
                     table: table.to_string(),
-                    available: policy.columns.as_deref().unwrap_or_default().join(", "),
+                    available: columns.join(", "),
+                    near: near_names(column, columns),
+                    elsewhere: self
+                        .policy
+                        .tables
+                        .iter()
+                        .filter(|(name, t)| *name != table && t.allows_column(column))
+                        .filter(|(_, t)| t.columns.is_some())
+                        .map(|(name, _)| name.clone())
+                        .collect(),
                 })
             }
             _ => ControlFlow::Continue(()),

@@ -465,6 +465,51 @@ fn hidden_columns() {
     }
 }
 
+#[test]
+fn a_missing_column_hint_points_to_near_names_and_to_tables_that_have_it() {
+    let policy = Policy::from_yaml(
+        "bird.yaml",
+        "
+tables:
+  player:
+    rows: \"true\"
+    columns: [id, player_api_id, player_name, birthday]
+  player_attributes:
+    rows: \"true\"
+    columns: [id, player_api_id, player_api_id_x, overall_rating]
+  team:
+    rows: \"true\"
+    columns: [id, team_long_name]
+",
+    )
+    .expect("the policy loads");
+    // Models write `name` for `player_name`, and a column of a table they did not join.
+    let r = refuse_with("SELECT name FROM player", &policy);
+    assert_eq!(r.code, "column_not_allowed");
+    assert!(r.hint.contains("Did you mean player_name?"), "{}", r.hint);
+    let r = refuse_with("SELECT player_name FROM player_attributes", &policy);
+    assert!(
+        r.hint
+            .contains("`player_name` is a column of player: join that table"),
+        "{}",
+        r.hint
+    );
+    assert!(!r.hint.contains("Did you mean"), "{}", r.hint);
+    // `playerapiid` is `player_api_id` without its underscores; `player_api_id_x`, which also
+    // holds it, is not offered next to the same name.
+    let r = refuse_with("SELECT playerapiid FROM player_attributes", &policy);
+    assert!(r.hint.contains("Did you mean player_api_id?"), "{}", r.hint);
+    // Nothing near and nowhere else: the plain list only.
+    let r = refuse_with("SELECT salary FROM team", &policy);
+    assert_eq!(
+        r.hint,
+        "Use only these columns of team: id, team_long_name."
+    );
+    // Two-letter names are too short to suggest anything from.
+    let r = refuse_with("SELECT t.nm FROM team t", &policy);
+    assert!(!r.hint.contains("Did you mean"), "{}", r.hint);
+}
+
 // --- syntax PostgreSQL and sqlparser could read differently -----------------------------------
 
 #[test]

@@ -77,6 +77,10 @@ const FOREIGN_FUNCTION_FLOOR: usize = 190;
 /// the others get a hint for the mistake recognized (Markdown, back-ticks, quotes...).
 const GENERIC_SYNTAX_HINT_CEILING: usize = 89;
 
+/// Missing-column refusals whose hint suggests a near name or a table that has the column, as
+/// measured (CORPUS.md).
+const COLUMN_SUGGESTION_FLOOR: usize = 430;
+
 const PARALLEL: usize = 4;
 
 struct Entry {
@@ -246,6 +250,8 @@ struct SourceReport {
     refused_valid: Tally,
     /// The hints of the parser's refusals: which mistakes are recognized.
     parse_hints: Tally,
+    /// What the hints of missing-column refusals suggest besides the table's columns.
+    column_hints: Tally,
     invalid: Tally,
     grouping: Vec<String>,
     broken: Vec<String>,
@@ -308,6 +314,16 @@ async fn bird_queries_are_refused_for_a_reason_or_rewritten_into_sql_postgresql_
                     hint,
                     valid_sql,
                 } => {
+                    if reason.starts_with("column_not_allowed") {
+                        let near = hint.contains("Did you mean");
+                        let elsewhere = hint.contains("join that table");
+                        report.column_hints.add(match (near, elsewhere) {
+                            (true, true) => "a near name and a table that has it",
+                            (true, false) => "a near name",
+                            (false, true) => "a table that has it",
+                            (false, false) => "the table's columns only",
+                        });
+                    }
                     if reason.starts_with("parse_error") {
                         report.parse_hints.add(hint);
                     }
@@ -389,13 +405,19 @@ async fn bird_queries_are_refused_for_a_reason_or_rewritten_into_sql_postgresql_
         "model predictions refused for a function: {function_refusals}, of which the hint names the PostgreSQL replacement: {with_fix}\n"
     ));
     let mut parse_hints = Tally::default();
+    let mut column_hints = Tally::default();
     for (source, r) in &reports {
         if source != REFERENCE {
             for (k, n) in &r.parse_hints.0 {
                 *parse_hints.0.entry(k.clone()).or_default() += n;
             }
+            for (k, n) in &r.column_hints.0 {
+                *column_hints.0.entry(k.clone()).or_default() += n;
+            }
         }
     }
+    text.push_str("model predictions refused for a missing column, by what the hint suggests:\n");
+    text.push_str(&column_hints.lines("  "));
     text.push_str("model predictions the parser refuses, by hint (all models):\n");
     text.push_str(&parse_hints.lines("  "));
     text.push_str("model predictions refused, by reason (all models):\n");
@@ -434,6 +456,16 @@ async fn bird_queries_are_refused_for_a_reason_or_rewritten_into_sql_postgresql_
         grouping.is_empty(),
         "{} queries hit the GROUP BY limitation (the rewrite should complete their GROUP BY):\n{grouping:#?}",
         grouping.len()
+    );
+    let suggested = column_hints.total()
+        - column_hints
+            .0
+            .get("the table's columns only")
+            .copied()
+            .unwrap_or(0);
+    assert!(
+        suggested >= COLUMN_SUGGESTION_FLOOR,
+        "{suggested} missing-column refusals suggest a near name or a table, fewer than the measured {COLUMN_SUGGESTION_FLOOR}"
     );
     let generic: usize = parse_hints
         .0
