@@ -155,9 +155,22 @@ impl Catalog {
                 out.push_str(&format!("  PRIMARY KEY ({})\n", key.join(", ")));
             }
         }
+        out.push_str(WRITING_GUIDE);
         out
     }
 }
+
+/// How to write for PostgreSQL, from the mistakes models made most in the BIRD corpus
+/// (CORPUS.md): each line names one that rowgate refuses or PostgreSQL rejects.
+const WRITING_GUIDE: &str = "
+Write PostgreSQL SQL:
+- Send the query alone: no Markdown fences, no explanation, no backslash escapes.
+- Quote a name that has spaces or capitals with double quotes (\"Free Meal Count\"), never back-ticks; strings take single quotes.
+- Qualify every column with its table's alias when the query joins tables.
+- Dates: EXTRACT(YEAR FROM d) or to_char(d, 'YYYY'), not year() or strftime(); d + INTERVAL '1 day'; e - d gives days.
+- string_agg(x, ','), not group_concat; coalesce, not ifnull; CASE WHEN, not iif; a::numeric / b for a fraction.
+- LIMIT n OFFSET m, not LIMIT m, n.
+";
 
 /// The view's columns that a GROUP BY can hold, asked of PostgreSQL: a type without equality
 /// (json, a domain over it, a composite or array holding it, jsonpath, ...) fails parse

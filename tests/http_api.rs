@@ -447,6 +447,12 @@ async fn schema_lists_only_policy_tables_allowed_columns_and_descriptions() {
         text.text
     );
     assert!(text.text.contains("Invoices issued by each department"));
+    // How to write for PostgreSQL, ahead of the refusals that would otherwise teach it.
+    assert!(
+        text.text.contains("Write PostgreSQL SQL:") && text.text.contains("EXTRACT(YEAR FROM d)"),
+        "{}",
+        text.text
+    );
     assert!(!text.text.contains("email"), "{}", text.text);
     for hidden in GRANTING_TABLES {
         assert!(
