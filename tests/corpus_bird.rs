@@ -373,21 +373,16 @@ async fn bird_queries_are_refused_for_a_reason_or_rewritten_into_sql_postgresql_
     text.push_str(&reference.refused.lines("  "));
     text.push_str("reference queries PostgreSQL rejects as written:\n");
     text.push_str(&reference.invalid.lines("  "));
-    let mut refused = Tally::default();
-    let mut refused_valid = Tally::default();
-    let mut invalid = Tally::default();
-    for (source, r) in &reports {
-        if source != REFERENCE {
-            for (k, n) in &r.refused.0 {
-                *refused.0.entry(k.clone()).or_default() += n;
-            }
-            for (k, n) in &r.refused_valid.0 {
-                *refused_valid.0.entry(k.clone()).or_default() += n;
-            }
-            for (k, n) in &r.invalid.0 {
-                *invalid.0.entry(k.clone()).or_default() += n;
-            }
-        }
+    // The nine models together.
+    let (mut refused, mut refused_valid, mut invalid) =
+        (Tally::default(), Tally::default(), Tally::default());
+    let (mut parse_hints, mut column_hints) = (Tally::default(), Tally::default());
+    for (_, r) in reports.iter().filter(|(source, _)| *source != REFERENCE) {
+        refused.merge(&r.refused);
+        refused_valid.merge(&r.refused_valid);
+        invalid.merge(&r.invalid);
+        parse_hints.merge(&r.parse_hints);
+        column_hints.merge(&r.column_hints);
     }
     // Refusals of another dialect's function whose hint names the PostgreSQL replacement
     // (`src/guard/dialects.rs`), against all refusals of functions.
@@ -404,18 +399,6 @@ async fn bird_queries_are_refused_for_a_reason_or_rewritten_into_sql_postgresql_
     text.push_str(&format!(
         "model predictions refused for a function: {function_refusals}, of which the hint names the PostgreSQL replacement: {with_fix}\n"
     ));
-    let mut parse_hints = Tally::default();
-    let mut column_hints = Tally::default();
-    for (source, r) in &reports {
-        if source != REFERENCE {
-            for (k, n) in &r.parse_hints.0 {
-                *parse_hints.0.entry(k.clone()).or_default() += n;
-            }
-            for (k, n) in &r.column_hints.0 {
-                *column_hints.0.entry(k.clone()).or_default() += n;
-            }
-        }
-    }
     text.push_str("model predictions refused for a missing column, by what the hint suggests:\n");
     text.push_str(&column_hints.lines("  "));
     text.push_str("model predictions the parser refuses, by hint (all models):\n");

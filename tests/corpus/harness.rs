@@ -386,6 +386,13 @@ impl Tally {
         *self.0.entry(key.into()).or_default() += 1;
     }
 
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Tally) {
+        for (k, n) in &other.0 {
+            *self.0.entry(k.clone()).or_default() += n;
+        }
+    }
+
     pub fn total(&self) -> usize {
         self.0.values().sum()
     }
