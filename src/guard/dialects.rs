@@ -71,11 +71,8 @@ const fn noted(
     note: &'static str,
 ) -> Foreign {
     Foreign {
-        name,
-        from,
-        call,
-        instead,
         note: Some(note),
+        ..entry(name, from, call, instead)
     }
 }
 
