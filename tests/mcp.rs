@@ -567,6 +567,27 @@ async fn the_user_may_be_named_in_the_endpoint_url() {
         (400, Some("invalid_request")),
         "{body}"
     );
+    // A user named twice in the URL or in two headers is refused, not resolved: a URL built
+    // by pasting an unescaped id (`x&user_id=bob`), or a proxy that appends the header rather
+    // than replacing it, would otherwise decide who is calling.
+    for (path, users) in [
+        ("/mcp?user_id=carol&user_id=bob", &[][..]),
+        ("/mcp?user_id=bob&user_id=bob", &[][..]),
+        ("/mcp?user_id=carol&user_id=bob", &["bob"][..]),
+        ("/mcp", &["carol", "bob"][..]),
+        ("/mcp?user_id=bob", &["bob", "bob"][..]),
+    ] {
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend(users.iter().map(|user| ("x-rowgate-user", *user)));
+        let (status, _, body) = gateway.raw_at(path, &headers, INITIALIZE).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{path} {users:?}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("more than once"), "{message}");
+    }
     // The URL does not replace the key.
     let (status, _, body) = gateway.raw_at("/mcp?user_id=bob", &[], INITIALIZE).await;
     assert_eq!(

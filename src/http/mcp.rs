@@ -9,7 +9,6 @@
 //! do not declare, `user_id` included. A refusal is a tool result with `isError` carrying the
 //! API's `{"error": {"code", "message", "hint"}}`; an unknown tool is a JSON-RPC error.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -46,22 +45,40 @@ struct Caller(String);
 /// MCP Client Tool), in the endpoint URL's `?user_id=`; both are set by the application, never
 /// by the model. With a verified token, either one is optional and must match the token.
 pub fn caller(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
-    let from_header = match headers.get(USER_HEADER) {
-        None => None,
-        Some(value) => Some(value.to_str().map_err(|_| {
+    // Named twice is refused rather than resolved (first or last wins): a URL built by pasting
+    // an unescaped id (`x&user_id=victim`), or a proxy that appends the header instead of
+    // replacing it, would otherwise choose the caller.
+    let twice = |place: String| {
+        ApiError::invalid(
+            format!("the user is named more than once in {place}"),
+            format!(
+                "Name the user once: one {USER_HEADER} header or one ?user_id= on the endpoint URL, \
+                 with the id URL-encoded."
+            ),
+        )
+    };
+    let mut header_values = headers.get_all(USER_HEADER).iter();
+    let from_header = match (header_values.next(), header_values.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(twice(format!("the {USER_HEADER} header"))),
+        (Some(value), None) => Some(value.to_str().map_err(|_| {
             ApiError::invalid(
                 format!("the {USER_HEADER} header is not valid text"),
                 format!("Send the chat user's id as plain text in {USER_HEADER}."),
             )
         })?),
     };
-    let params = Query::<HashMap<String, String>>::try_from_uri(uri).map_err(|e| {
+    let params = Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|e| {
         ApiError::invalid(
             format!("the query string of /mcp cannot be read: {e}"),
             "Use /mcp or /mcp?user_id=<id>.",
         )
     })?;
-    let from_query = params.0.get("user_id").map(String::as_str);
+    let mut named = params.0.iter().filter(|(name, _)| name == "user_id");
+    let from_query = match (named.next(), named.next()) {
+        (Some(_), Some(_)) => return Err(twice("the URL's ?user_id=".to_string())),
+        (first, _) => first.map(|(_, value)| value.as_str()),
+    };
     let claimed = match (from_header, from_query) {
         (Some(header), Some(query)) if header != query => {
             return Err(ApiError::invalid(
