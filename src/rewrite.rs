@@ -20,6 +20,7 @@ use sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 mod grouping;
 mod subqueries;
 
+use crate::guard::MAX_NAME_BYTES;
 use crate::policy::{Grouping, Policy};
 use crate::resolve::{Position, Resolution};
 use crate::sql::{ident, object_name};
@@ -160,11 +161,19 @@ impl Plan {
     }
 }
 
+/// `base`, or `base_1`, `base_2`, ... whichever is free. PostgreSQL keeps 63 bytes of a name and
+/// cuts the rest, so a suffix goes in place of `base`'s last bytes rather than past them: cut,
+/// `rg_<table>_1` would be `rg_<table>` again, a name the agent's query may have taken.
 fn unused_name(base: &str, taken: &mut HashSet<String>) -> String {
     let mut name = base.to_string();
     let mut n = 1;
     while taken.contains(&name) {
-        name = format!("{base}_{n}");
+        let suffix = format!("_{n}");
+        let mut keep = base.len().min(MAX_NAME_BYTES.saturating_sub(suffix.len()));
+        while !base.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        name = format!("{}{suffix}", &base[..keep]);
         n += 1;
     }
     taken.insert(name.clone());

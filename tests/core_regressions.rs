@@ -326,3 +326,42 @@ fn literals_the_printer_cannot_write_back_are_refused() {
     // Ordinary quotes and backslashes are fine.
     ok("SELECT 'it''s' AS a, 'C:\\dir\\' AS b, E'\\'' AS c, '''' AS d");
 }
+
+/// PostgreSQL keeps 63 bytes of a name and silently cuts the rest. A permission CTE named
+/// `rg_<table>_1` past 63 bytes was cut back to `rg_<table>`, the very name the agent's query
+/// had taken, so the two could not be told apart (found in review: at worst the agent read its
+/// own CTE or got an error, never the base table). Every generated name now fits, and a policy
+/// table whose `rg_` name cannot fit is refused when the policy loads.
+#[test]
+fn generated_cte_names_fit_in_what_postgresql_keeps() {
+    let long = "t".repeat(60);
+    let policy = Policy::from_yaml(
+        "long.yaml",
+        &format!("tables:\n  {long}:\n    rows: \"true\"\n"),
+    )
+    .expect("a 60-byte table name loads");
+    let taken = format!("rg_{long}");
+    let sql = format!("WITH {taken} AS (SELECT 1 AS id) SELECT * FROM {long}, {taken}");
+    let out = rewrite(&sql, &policy, &Limits::default())
+        .unwrap_or_else(|e| panic!("refused ({}): {e}", e.code()));
+    check_rewritten(&out.sql, &policy).unwrap_or_else(|e| panic!("{}\n{e}", out.sql));
+    let cte = out.sql["WITH ".len()..]
+        .split(' ')
+        .next()
+        .expect("a permission CTE first");
+    assert!(cte.len() <= 63, "{cte} is {} bytes", cte.len());
+    assert_ne!(cte, taken, "{}", out.sql);
+    assert!(
+        out.sql.contains(&format!("FROM {cte} AS {long}")),
+        "{}",
+        out.sql
+    );
+
+    let too_long = "t".repeat(61);
+    let error = Policy::from_yaml(
+        "long.yaml",
+        &format!("tables:\n  {too_long}:\n    rows: \"true\"\n"),
+    )
+    .expect_err("a 61-byte table name is refused");
+    assert!(error.to_string().contains("60 bytes"), "{error}");
+}

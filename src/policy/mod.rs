@@ -322,6 +322,12 @@ fn compile_table(
             "table names must be lower-case identifiers (letters, digits, _)".into(),
         ));
     }
+    if name.len() > MAX_TABLE_NAME_BYTES {
+        return Err(bad(format!(
+            "table names may be at most {MAX_TABLE_NAME_BYTES} bytes: PostgreSQL keeps 63 bytes \
+             of a name, and the rewritten query names this table's permission CTE `rg_{name}`"
+        )));
+    }
     let (source_text, rule) =
         match (&raw.rows, &raw.view, &raw.column, &raw.match_attribute) {
             (Some(rows), None, None, None) => {
@@ -396,6 +402,10 @@ fn compile_table(
         grouping: None,
     })
 }
+
+/// The longest policy table name: its permission CTE, `rg_<table>`, must fit in the 63 bytes
+/// of a name PostgreSQL keeps, or it would be cut to a name the agent's query may have taken.
+pub const MAX_TABLE_NAME_BYTES: usize = 60;
 
 fn is_plain_name(name: &str) -> bool {
     let mut chars = name.chars();
