@@ -7,117 +7,26 @@
 //! construct that sqlparser and PostgreSQL might read differently never reaches the database.
 
 mod dialects;
+mod error;
 mod functions;
+mod literals;
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgOperator,
+    BinaryOperator, CastKind, Expr, Function, FunctionArg, FunctionArgOperator,
     FunctionArgumentClause, FunctionArguments, Ident, JoinOperator, LimitClause, ObjectName, Query,
     Select, SelectItem, SetExpr, SetOperator, Statement, TableFactor, TableWithJoins, Value, Visit,
     Visitor,
 };
 
 pub use dialects::{foreign, Foreign, EXAMPLE_COLUMNS, FOREIGN};
+pub use error::GuardError;
 pub use functions::{builtin, never_allowed, BUILTIN};
+use literals::{check_type, check_value, prints_back};
 
-use crate::refusal::{ErrorCode, Refusal};
 use crate::sql::{fold, fold_name, is_reserved};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GuardError {
-    #[error("the SQL holds {count} statements; rowgate runs exactly one query")]
-    MultipleStatements { count: usize },
-    #[error("{kind} statements are not allowed: rowgate runs read-only queries only")]
-    NotAQuery { kind: String },
-    #[error("a data-modifying statement ({kind}) inside the query is not allowed")]
-    DataModifying { kind: String },
-    #[error("{clause} is not allowed")]
-    Clause {
-        clause: &'static str,
-        hint: &'static str,
-    },
-    #[error("{what} is not supported")]
-    Unsupported { what: String },
-    #[error(
-        "`{word}` at line {line}, column {column} is a reserved word in PostgreSQL, not a name"
-    )]
-    ReservedWord {
-        word: String,
-        line: u64,
-        column: u64,
-    },
-    #[error("`{quote}{name}{quote}` is not a name in PostgreSQL: only double quotes quote a name")]
-    QuotedName { name: String, quote: char },
-    #[error("the name `{name}...` is {bytes} bytes long; PostgreSQL keeps only {MAX_NAME_BYTES}")]
-    NameTooLong { name: String, bytes: usize },
-    #[error("casts to type `{name}` are not allowed")]
-    Type { name: String },
-    #[error("`{text}` stacks prefix operators")]
-    StackedPrefixOperators { text: String },
-    #[error("function `{name}` is not allowed{}", reason.map(|r| format!(": {r}")).unwrap_or_default())]
-    Function {
-        name: String,
-        reason: Option<&'static str>,
-    },
-    #[error("function `{name}` does not exist in PostgreSQL{}", foreign.from.map(|d| format!(" (it comes from {d})")).unwrap_or_default())]
-    ForeignFunction {
-        name: String,
-        foreign: &'static Foreign,
-    },
-}
-
-impl Refusal for GuardError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            GuardError::Function { .. } | GuardError::ForeignFunction { .. } => {
-                ErrorCode::FunctionNotAllowed
-            }
-            GuardError::ReservedWord { .. }
-            | GuardError::QuotedName { .. }
-            | GuardError::NameTooLong { .. } => ErrorCode::ParseError,
-            _ => ErrorCode::StatementNotAllowed,
-        }
-    }
-
-    fn hint(&self) -> String {
-        match self {
-            GuardError::MultipleStatements { .. } => {
-                "Send a single SELECT query, without a second statement after a semicolon.".into()
-            }
-            GuardError::NotAQuery { .. } | GuardError::DataModifying { .. } => {
-                "Write one SELECT query (WITH, UNION and VALUES are fine); rowgate never changes data or settings.".into()
-            }
-            GuardError::Clause { hint, .. } => (*hint).into(),
-            GuardError::Unsupported { .. } => {
-                "Rewrite the query with plain PostgreSQL SELECT syntax.".into()
-            }
-            GuardError::ReservedWord { word, .. } => format!(
-                "If `{word}` is a table or column name, write it in double quotes: \"{word}\". `FROM ONLY t` is not supported: write `FROM t`."
-            ),
-            GuardError::QuotedName { name, .. } => format!(
-                "Write names plainly or in double quotes (\"{name}\"); single quotes make a string."
-            ),
-            GuardError::NameTooLong { .. } => format!(
-                "Use names of at most {MAX_NAME_BYTES} bytes (PostgreSQL would cut longer ones short)."
-            ),
-            GuardError::Type { .. } => {
-                "Cast to a built-in type instead: text, integer, bigint, numeric, boolean, date, timestamp, timestamptz, interval, jsonb or uuid.".into()
-            }
-            GuardError::StackedPrefixOperators { .. } => {
-                "Put the inner operand in parentheses: write -(-1), not - -1.".into()
-            }
-            GuardError::Function { reason: Some(_), .. } => {
-                "This function is never available to queries; compute the answer with plain SELECT expressions.".into()
-            }
-            GuardError::ForeignFunction { foreign, .. } => foreign.hint(),
-            GuardError::Function { .. } => {
-                "Use an allowed function: aggregates (count, sum, avg, min, max, string_agg), window functions (row_number, rank, lag), math (round, abs), strings (lower, concat, substring), dates (date_trunc, extract, now) and JSON accessors are available.".into()
-            }
-        }
-    }
-}
 
 /// PostgreSQL's longest name (NAMEDATALEN - 1); it silently truncates longer ones, so two names
 /// the rewriter tells apart could be one name to the database.
@@ -722,152 +631,11 @@ fn check_joins(from: &TableWithJoins) -> Flow {
     ControlFlow::Continue(())
 }
 
-fn check_value(value: &Value) -> Flow {
-    match value {
-        Value::Number(..)
-        | Value::SingleQuotedString(_)
-        | Value::EscapedStringLiteral(_)
-        | Value::DollarQuotedString(_)
-        | Value::Boolean(_)
-        | Value::Null => ControlFlow::Continue(()),
-        Value::Placeholder(p) => refuse(GuardError::Clause {
-            clause: "a query parameter",
-            hint: if p.starts_with('$') {
-                "Write the value into the query as a literal; rowgate takes no parameters."
-            } else {
-                "Write the value into the query as a literal; `:name` placeholders are not supported."
-            },
-        }),
-        _ => unsupported("that kind of literal (write 'text', E'text' or a number)"),
-    }
-}
-
-/// Built-in types sqlparser does not know by name (it reads them as custom types), and the
-/// vector types of pgvector: the only custom type names a cast may use. A table's row type
-/// (`'(...)'::customers`) is a reference to that table, and other types (`record`, `tid`, the
-/// pseudo-types) are not needed for analytics. Sorted for binary search.
-const CUSTOM_TYPES: &[&str] = &[
-    "\"char\"",
-    "bool",
-    "box",
-    "bpchar",
-    "cidr",
-    "circle",
-    "citext",
-    "date",
-    "daterange",
-    "float4",
-    "float8",
-    "halfvec",
-    "inet",
-    "int2",
-    "int4",
-    "int4range",
-    "int8",
-    "int8range",
-    "interval",
-    "json",
-    "jsonb",
-    "jsonpath",
-    "line",
-    "lseg",
-    "macaddr",
-    "macaddr8",
-    "money",
-    "name",
-    "numeric",
-    "numrange",
-    "path",
-    "point",
-    "polygon",
-    "sparsevec",
-    "text",
-    "timestamp",
-    "timestamptz",
-    "tsrange",
-    "tstzrange",
-    "uuid",
-    "varchar",
-    "vector",
-    "xml",
-];
-
-/// The types a cast or typed literal (`regclass 'x'`) may name. Object-identifier types look
-/// names up in the catalog (`'pg_shadow'::regclass`), which tells an agent what exists outside
-/// its policy; custom names are allowed only from [`CUSTOM_TYPES`].
-fn check_type(data_type: &DataType) -> Flow {
-    let catalog = || {
-        refuse(GuardError::Clause {
-            clause: "a cast to a catalog type (regclass, regproc, oid, ...)",
-            hint: "Cast to text, integer, numeric, date or timestamp instead.",
-        })
-    };
-    let name = match data_type {
-        DataType::Regclass => return catalog(),
-        DataType::Custom(name, _) => name,
-        DataType::Array(sqlparser::ast::ArrayElemTypeDef::AngleBracket(inner))
-        | DataType::Array(sqlparser::ast::ArrayElemTypeDef::SquareBracket(inner, _))
-        | DataType::Array(sqlparser::ast::ArrayElemTypeDef::Parenthesis(inner)) => {
-            return check_type(inner)
-        }
-        _ => return ControlFlow::Continue(()),
-    };
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|part| match part.as_ident() {
-            // Keep the quotes of `"char"`, a different type from `char`.
-            Some(ident) if ident.quote_style.is_some() && ident.value == "char" => {
-                "\"char\"".to_string()
-            }
-            Some(ident) => fold(ident),
-            None => String::new(),
-        })
-        .collect();
-    let base = match parts.as_slice() {
-        [base] => base,
-        [schema, base] if schema == "pg_catalog" => base,
-        _ => "",
-    };
-    if base.starts_with("reg") || matches!(base, "oid" | "xid" | "xid8" | "cid" | "tid") {
-        return catalog();
-    }
-    if base.is_empty() || CUSTOM_TYPES.binary_search(&base).is_err() {
-        return refuse(GuardError::Type {
-            name: parts.join("."),
-        });
-    }
-    ControlFlow::Continue(())
-}
-
-/// Whether sqlparser prints `text` between `quote`s so that PostgreSQL reads `text` back. Its
-/// printer doubles a quote only when it guesses the quote is not already escaped: a quote right
-/// after a backslash, or two quotes in a row, are written as they are, and PostgreSQL (with
-/// `standard_conforming_strings`, which the gateway pins) then reads a different literal, or
-/// ends it early and reads the rest as SQL.
-fn prints_back(text: &str, quote: char) -> bool {
-    let doubled: String = [quote, quote].iter().collect();
-    !text.contains(&format!("\\{quote}")) && !text.contains(&doubled)
-}
-
 fn short(expr: &Expr) -> String {
     let text = expr.to_string();
     if text.chars().count() > 60 {
         format!("{}...", text.chars().take(60).collect::<String>())
     } else {
         text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn custom_types_are_sorted_for_binary_search() {
-        let mut sorted = CUSTOM_TYPES.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(sorted, CUSTOM_TYPES);
     }
 }
