@@ -17,6 +17,7 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 
+mod constants;
 mod grouping;
 mod subqueries;
 
@@ -119,6 +120,7 @@ impl Plan {
             grouping::complete(query, &self.keyed());
         }
         subqueries::fence(query);
+        constants::fence(query);
         let by_position: HashMap<Position, &PlannedReference> =
             self.references.iter().map(|r| (r.at, r)).collect();
         let mut applier = Applier {

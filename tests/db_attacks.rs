@@ -580,3 +580,65 @@ async fn the_view_filter_runs_first_whatever_the_plan() {
     }
     db.teardown().await;
 }
+
+/// PostgreSQL deems a function call leakproof when no column is under it (its
+/// `contain_leaked_vars`), so a filter like `customer_id = random()::int / 0` could run before
+/// the permission filter, right after a leakproof test of a hidden row's column, and whether
+/// the query failed told whether the hidden row passed the test: for bob, 'Executive' raised
+/// and 'Sales' did not, and the name of a hidden customer came out in 52 requests by binary
+/// search. Stable expressions did it too, inside a CASE that no estimate folds. Found in
+/// review; the rewrite now fences every column-free expression of a filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_that_reads_no_column_reveals_nothing() {
+    let db = TestDb::new().await;
+    let router = db.router().await;
+    assert_eq!(
+        db.admin_i64("SELECT count(*) FROM invoices WHERE id = 2001 AND department = 'Executive'")
+            .await,
+        1
+    );
+    let probes = [
+        "SELECT id FROM invoices WHERE id = 2001 AND department = '{d}' \
+         AND customer_id = random()::int / 0",
+        "SELECT id FROM invoices WHERE id = 2001 AND department = '{d}' \
+         AND issued_on = CASE WHEN id = 2001 THEN ('x' || '')::date END",
+        "SELECT i.id FROM customers c JOIN invoices i ON i.id = 2001 \
+         AND i.department = '{d}' AND i.customer_id = random()::int / 0",
+        "WITH v AS (SELECT * FROM invoices) SELECT id FROM v WHERE id = 2001 \
+         AND department = '{d}' AND customer_id = random()::int / 0",
+        "SELECT id FROM (SELECT id, department, random()::int / 0 AS boom FROM invoices) s \
+         WHERE id = 2001 AND department = '{d}' AND boom = 1",
+        "SELECT id FROM (SELECT id, department, CASE WHEN id = 2001 THEN ('x' || '')::date END \
+         AS d FROM invoices) s WHERE id = 2001 AND department = '{d}' AND d IS NOT NULL",
+        "SELECT department FROM invoices WHERE id = 2001 GROUP BY department \
+         HAVING department = '{d}' AND random()::int / 0 = 1",
+        "SELECT c.id FROM customers c WHERE c.id < 0 OR EXISTS (SELECT 1 FROM invoices i \
+         WHERE i.id = 2001 AND i.department = '{d}' AND i.customer_id = c.id / 0)",
+        "SELECT id FROM invoices WHERE id = 2001 AND department = '{d}' \
+         AND customer_id = ANY (ARRAY[random()::int / 0])",
+    ];
+    for probe in probes {
+        let mut answers = Vec::new();
+        for department in ["Executive", "Sales"] {
+            let sql = probe.replace("{d}", department);
+            let reply = query(&router, "bob", &sql).await;
+            answers.push((
+                reply.status,
+                reply.code().map(str::to_string),
+                reply.json["rows"].clone(),
+            ));
+        }
+        assert_eq!(answers[0], answers[1], "{probe}");
+        assert_ne!(answers[0].1.as_deref(), Some("query_failed"), "{probe}");
+    }
+    // The same filter on a row the caller sees does raise: the permission filter runs first,
+    // the expression still runs on visible rows.
+    let reply = query(
+        &router,
+        "bob",
+        "SELECT id FROM invoices WHERE department = 'HR' AND customer_id = random()::int / 0",
+    )
+    .await;
+    reply.error(StatusCode::UNPROCESSABLE_ENTITY, "query_failed");
+    db.teardown().await;
+}

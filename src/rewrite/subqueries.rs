@@ -27,7 +27,7 @@ use sqlparser::ast::{
 };
 
 /// Where a subquery starts in the agent's text: its first SELECT keyword.
-type Start = (u64, u64);
+pub(super) type Start = (u64, u64);
 
 /// Wraps the subqueries of `query` (see the module doc).
 pub(super) fn fence(query: &mut Query) {
@@ -39,7 +39,7 @@ pub(super) fn fence(query: &mut Query) {
     let _ = VisitMut::visit(query, &mut wrap);
 }
 
-fn start(query: &Query) -> Option<Start> {
+pub(super) fn start(query: &Query) -> Option<Start> {
     fn of(body: &SetExpr) -> Option<Start> {
         match body {
             SetExpr::Select(select) => {
@@ -145,7 +145,7 @@ impl VisitorMut for Wrap {
     }
 }
 
-fn coalesce_null(inner: Expr) -> Expr {
+pub(super) fn coalesce_null(inner: Expr) -> Expr {
     let arg = |e: Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
     Expr::Function(Function {
         // A keyword, not a function name: unquoted, as PostgreSQL reads it.

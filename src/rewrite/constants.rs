@@ -1,0 +1,515 @@
+//! Layer 5 for the agent's column-free expressions: `COALESCE(<expression>, NULL)` around every
+//! expression of a filter that reads no column and is more than a literal.
+//!
+//! Why: PostgreSQL deems a function call safe to run before a permission filter when no column
+//! is under it (`contain_leaked_vars` looks for a column below a non-leakproof function). So
+//! `WHERE id = 2001 AND department = 'Executive' AND customer_id = random()::int / 0` could
+//! divide by zero right after testing a hidden row's `department`, ahead of the permission
+//! filter (the planner orders such filters by cost), and whether the query failed told whether
+//! the hidden row passed the test. Stable expressions did it too, inside a CASE that no
+//! estimate folds: `issued_on = CASE WHEN id = 2001 THEN ('x' || '')::date END`. PostgreSQL
+//! does not deem a COALESCE leakproof, so a filter holding one runs after the permission filter,
+//! on visible rows only (found in review; `tests/db_attacks.rs` holds the attacks).
+//!
+//! Where: the WHERE, HAVING and JOIN ... ON of every query level, the rows of VALUES, and the
+//! select list of every query but the outermost (a subquery's output can be pulled up into a
+//! filter; the outermost select list runs on visible rows only). A wrapped select-list item gets
+//! the name PostgreSQL would have given it, so the answer's column names do not change.
+//!
+//! What it costs: nothing for an immutable expression (`id = 2 + 3`, `ARRAY['a', 'b']`): the
+//! planner folds it to a constant, COALESCE included, before it plans the scan. A comparison
+//! with a wrapped stable or volatile expression is no index condition on a policy table.
+//! Left alone, because they cannot raise: literals, and the current date and time alone, cast,
+//! truncated to a named unit, or moved by a literal interval of at most a thousand years.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, JoinConstraint, JoinOperator, Query, Select, SelectItem, SetExpr,
+    TableFactor, TableWithJoins, UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut,
+};
+
+use super::subqueries::{coalesce_null, start, Start};
+use crate::sql::{fold, ident};
+
+/// Wraps the column-free expressions of `query` (see the module doc).
+pub(super) fn fence(query: &mut Query) {
+    let mut outermost = Vec::new();
+    selects_of(&query.body, &mut outermost);
+    let _ = VisitMut::visit(query, &mut Fence { outermost });
+}
+
+/// Where the outermost query's SELECTs start (several for a UNION).
+fn selects_of(body: &SetExpr, out: &mut Vec<Start>) {
+    match body {
+        SetExpr::Select(select) => {
+            let at = select.select_token.0.span.start;
+            out.push((at.line, at.column));
+        }
+        SetExpr::Query(inner) => out.extend(start(inner)),
+        SetExpr::SetOperation { left, right, .. } => {
+            selects_of(left, out);
+            selects_of(right, out);
+        }
+        _ => {}
+    }
+}
+
+struct Fence {
+    outermost: Vec<Start>,
+}
+
+impl VisitorMut for Fence {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Values(values) = query.body.as_mut() {
+            values
+                .rows
+                .iter_mut()
+                .flat_map(|row| row.content.iter_mut())
+                .for_each(wrap_maximal);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        for clause in [&mut select.selection, &mut select.having]
+            .into_iter()
+            .flatten()
+        {
+            wrap_maximal(clause);
+        }
+        select.from.iter_mut().for_each(wrap_join_conditions);
+        let at = select.select_token.0.span.start;
+        if !self.outermost.contains(&(at.line, at.column)) {
+            select.projection.iter_mut().for_each(wrap_item);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn wrap_join_conditions(from: &mut TableWithJoins) {
+    if let TableFactor::NestedJoin {
+        table_with_joins, ..
+    } = &mut from.relation
+    {
+        wrap_join_conditions(table_with_joins);
+    }
+    for join in &mut from.joins {
+        if let TableFactor::NestedJoin {
+            table_with_joins, ..
+        } = &mut join.relation
+        {
+            wrap_join_conditions(table_with_joins);
+        }
+        use JoinOperator::*;
+        if let Join(JoinConstraint::On(on))
+        | Inner(JoinConstraint::On(on))
+        | Left(JoinConstraint::On(on))
+        | LeftOuter(JoinConstraint::On(on))
+        | Right(JoinConstraint::On(on))
+        | RightOuter(JoinConstraint::On(on))
+        | FullOuter(JoinConstraint::On(on)) = &mut join.join_operator
+        {
+            wrap_maximal(on);
+        }
+    }
+}
+
+/// A select-list item keeps the name PostgreSQL gave it before the wrap.
+fn wrap_item(item: &mut SelectItem) {
+    match item {
+        SelectItem::UnnamedExpr(expr) => {
+            let before = column_name(expr);
+            wrap_maximal(expr);
+            let after = column_name(expr);
+            if let (Some(name), false) = (before.clone(), before == after) {
+                let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                *item = SelectItem::ExprWithAlias {
+                    expr,
+                    alias: ident(&name),
+                };
+            }
+        }
+        SelectItem::ExprWithAlias { expr, .. } => wrap_maximal(expr),
+        _ => {}
+    }
+}
+
+/// Wraps each largest column-free part of `expr` that could raise. Subqueries are left to their
+/// own query level (and to `subqueries::fence`).
+fn wrap_maximal(expr: &mut Expr) {
+    let _ = VisitMut::visit(expr, &mut Maximal::default());
+}
+
+#[derive(Default)]
+struct Maximal {
+    depth: usize,
+    /// The depth of the column-free expression being passed over, while inside it.
+    inside_free: Option<usize>,
+    queries: usize,
+}
+
+impl VisitorMut for Maximal {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+        self.queries += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+        self.queries -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        self.depth += 1;
+        if self.queries == 0 && self.inside_free.is_none() && column_free(expr) {
+            if !cannot_raise(expr) {
+                let inner = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                *expr = coalesce_null(inner);
+            }
+            self.inside_free = Some(self.depth);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, _: &mut Expr) -> ControlFlow<()> {
+        if self.inside_free == Some(self.depth) {
+            self.inside_free = None;
+        }
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+/// Reads no column and holds no subquery, aggregate or window function (those run on visible
+/// rows only, after every filter of their level).
+fn column_free(expr: &Expr) -> bool {
+    struct Reads;
+    impl Visitor for Reads {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Identifier(_)
+                | Expr::CompoundIdentifier(_)
+                | Expr::CompoundFieldAccess { .. }
+                | Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::InSubquery { .. } => ControlFlow::Break(()),
+                Expr::Function(f) if runs_after_filters(f) => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            ControlFlow::Break(())
+        }
+    }
+    Visit::visit(expr, &mut Reads).is_continue()
+}
+
+/// Aggregates and window functions (by PostgreSQL's built-in names), and set-returning
+/// functions: PostgreSQL refuses them inside COALESCE, never runs them in a filter, and never
+/// pulls a subquery whose select list has one into its parent's filters.
+fn runs_after_filters(f: &Function) -> bool {
+    const SETS: &[&str] = &[
+        "generate_series",
+        "generate_subscripts",
+        "json_array_elements",
+        "json_array_elements_text",
+        "json_each",
+        "json_each_text",
+        "json_object_keys",
+        "jsonb_array_elements",
+        "jsonb_array_elements_text",
+        "jsonb_each",
+        "jsonb_each_text",
+        "jsonb_object_keys",
+        "jsonb_path_query",
+        "regexp_matches",
+        "regexp_split_to_table",
+        "string_to_table",
+        "unnest",
+    ];
+    const AGGREGATES: &[&str] = &[
+        "array_agg",
+        "avg",
+        "bit_and",
+        "bit_or",
+        "bool_and",
+        "bool_or",
+        "corr",
+        "count",
+        "covar_pop",
+        "covar_samp",
+        "every",
+        "json_agg",
+        "json_object_agg",
+        "jsonb_agg",
+        "jsonb_object_agg",
+        "max",
+        "min",
+        "mode",
+        "percentile_cont",
+        "percentile_disc",
+        "regr_avgx",
+        "regr_avgy",
+        "regr_count",
+        "regr_intercept",
+        "regr_r2",
+        "regr_slope",
+        "regr_sxx",
+        "regr_sxy",
+        "regr_syy",
+        "stddev",
+        "stddev_pop",
+        "stddev_samp",
+        "string_agg",
+        "sum",
+        "var_pop",
+        "var_samp",
+        "variance",
+    ];
+    f.over.is_some()
+        || f.filter.is_some()
+        || !f.within_group.is_empty()
+        || last_name(f)
+            .is_some_and(|n| AGGREGATES.contains(&n.as_str()) || SETS.contains(&n.as_str()))
+}
+
+fn last_name(f: &Function) -> Option<String> {
+    f.name.0.last()?.as_ident().map(fold)
+}
+
+/// Literals, and the current date and time in forms that cannot raise (see the module doc).
+fn cannot_raise(expr: &Expr) -> bool {
+    literal(expr) || now(expr)
+}
+
+fn literal(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(_) | Expr::TypedString(_) => true,
+        Expr::Interval(interval) => matches!(interval.value.as_ref(), Expr::Value(_)),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus | UnaryOperator::Plus,
+            expr,
+        } => matches!(expr.as_ref(), Expr::Value(_)),
+        Expr::Nested(inner) => literal(inner),
+        Expr::Array(array) => array.elem.iter().all(literal),
+        // A cast of a quoted literal is a constant from the moment PostgreSQL parses it.
+        Expr::Cast { expr, .. } => matches!(expr.as_ref(), Expr::Value(_)),
+        _ => false,
+    }
+}
+
+/// The largest interval, in each unit, that moves a current date or time to a date PostgreSQL
+/// can still hold (from 4713 BC): a thousand years.
+const MAX_YEARS: i64 = 1000;
+
+fn now(expr: &Expr) -> bool {
+    match expr {
+        Expr::Nested(inner) => now(inner),
+        Expr::Function(f) => {
+            let name = last_name(f).unwrap_or_default();
+            match (&f.args, name.as_str()) {
+                (
+                    FunctionArguments::None,
+                    "current_date" | "current_timestamp" | "current_time" | "localtime"
+                    | "localtimestamp",
+                ) => true,
+                (
+                    FunctionArguments::List(list),
+                    "now" | "transaction_timestamp" | "statement_timestamp",
+                ) => list.args.is_empty(),
+                (FunctionArguments::List(list), "date_trunc") => match list.args.as_slice() {
+                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(unit))), FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))] => {
+                        truncation_unit(&unit.value) && now(inner)
+                    }
+                    _ => false,
+                },
+                _ => false,
+            }
+        }
+        Expr::Cast {
+            kind: CastKind::Cast | CastKind::DoubleColon,
+            expr,
+            data_type: DataType::Date | DataType::Timestamp(..),
+            ..
+        } => now(expr),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Plus | BinaryOperator::Minus,
+            right,
+        } => now(left) && (bounded_interval(right) || small_day_count(right)),
+        _ => false,
+    }
+}
+
+fn truncation_unit(value: &Value) -> bool {
+    let Value::SingleQuotedString(unit) = value else {
+        return false;
+    };
+    matches!(
+        unit.to_ascii_lowercase().as_str(),
+        "microseconds"
+            | "milliseconds"
+            | "second"
+            | "minute"
+            | "hour"
+            | "day"
+            | "week"
+            | "month"
+            | "quarter"
+            | "year"
+            | "decade"
+            | "century"
+            | "millennium"
+    )
+}
+
+/// `current_date - 30`: a day count of at most a thousand years.
+fn small_day_count(expr: &Expr) -> bool {
+    matches!(expr, Expr::Value(v) if matches!(&v.value, Value::Number(n, _)
+        if n.parse::<i64>().is_ok_and(|days| days.abs() <= MAX_YEARS * 366)))
+}
+
+/// `INTERVAL '30 days'`, `INTERVAL '1' YEAR`, `'2 hours'::interval`: up to six literal
+/// `<count> <unit>` pairs, each within [`MAX_YEARS`].
+fn bounded_interval(expr: &Expr) -> bool {
+    let (text, field) = match expr {
+        Expr::Interval(interval) => match interval.value.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(text) => (text.as_str(), interval.leading_field.clone()),
+                _ => return false,
+            },
+            _ => return false,
+        },
+        Expr::Cast {
+            expr,
+            data_type: DataType::Interval { .. },
+            ..
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(text) => (text.as_str(), None),
+                _ => return false,
+            },
+            _ => return false,
+        },
+        _ => return false,
+    };
+    if let Some(field) = field {
+        let unit = field.to_string().to_ascii_lowercase();
+        return text
+            .trim()
+            .parse::<i64>()
+            .is_ok_and(|count| within(count, &unit));
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    !words.is_empty()
+        && words.len() <= 12
+        && words.chunks(2).all(|pair| match pair {
+            [count, unit] => count
+                .parse::<i64>()
+                .is_ok_and(|count| within(count, &unit.to_ascii_lowercase())),
+            _ => false,
+        })
+}
+
+fn within(count: i64, unit: &str) -> bool {
+    let per_year: i64 = match unit.trim_end_matches('s') {
+        "year" | "yr" | "y" => 1,
+        "month" | "mon" => 12,
+        "week" | "w" => 53,
+        "day" | "d" => 366,
+        "hour" | "hr" | "h" => 366 * 24,
+        "minute" | "min" | "m" => 366 * 24 * 60,
+        "second" | "sec" => 366 * 24 * 3600,
+        _ => return false,
+    };
+    count
+        .checked_abs()
+        .is_some_and(|c| c <= MAX_YEARS * per_year)
+}
+
+/// The name PostgreSQL gives an unnamed select-list item (its `FigureColname`), for the forms
+/// a wrap can change; `None` where this does not know it.
+fn column_name(expr: &Expr) -> Option<String> {
+    match figure(expr)? {
+        (name, strength) if strength > 0 => Some(name),
+        _ => Some("?column?".into()),
+    }
+}
+
+/// (name, strength): 2 for a name taken from the expression, 1 for a type name or `case`, 0
+/// for none, as in PostgreSQL's `FigureColnameInternal`.
+fn figure(expr: &Expr) -> Option<(String, u8)> {
+    let named = |name: &str| Some((name.to_string(), 2));
+    match expr {
+        Expr::Identifier(i) => Some((fold(i), 2)),
+        Expr::CompoundIdentifier(parts) => Some((fold(parts.last()?), 2)),
+        Expr::Function(f) => Some((last_name(f)?, 2)),
+        Expr::Nested(inner) => figure(inner),
+        Expr::Cast {
+            expr, data_type, ..
+        } => match figure(expr)? {
+            (name, 2) => Some((name, 2)),
+            _ => Some((type_name(data_type)?, 1)),
+        },
+        Expr::Case { else_result, .. } => match else_result.as_deref().map(figure) {
+            Some(Some((name, 2))) => Some((name, 2)),
+            Some(None) => None,
+            _ => Some(("case".into(), 1)),
+        },
+        Expr::Array(_) => named("array"),
+        Expr::Tuple(_) => named("row"),
+        Expr::Extract { .. } => named("extract"),
+        Expr::Substring { .. } => named("substring"),
+        Expr::Position { .. } => named("position"),
+        Expr::Overlay { .. } => named("overlay"),
+        Expr::Ceil { .. } => named("ceil"),
+        Expr::Floor { .. } => named("floor"),
+        Expr::AtTimeZone { .. } => named("timezone"),
+        Expr::Interval(_) => Some(("interval".into(), 1)),
+        Expr::Value(_)
+        | Expr::BinaryOp { .. }
+        | Expr::UnaryOp { .. }
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsDistinctFrom(..)
+        | Expr::IsNotDistinctFrom(..)
+        | Expr::Between { .. }
+        | Expr::Like { .. }
+        | Expr::ILike { .. }
+        | Expr::InList { .. } => Some((String::new(), 0)),
+        _ => None,
+    }
+}
+
+/// The last name of a cast's type as PostgreSQL's grammar writes it (`int` is `int4`).
+fn type_name(data_type: &DataType) -> Option<String> {
+    let name = match data_type {
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4",
+        DataType::BigInt(_) | DataType::Int8(_) => "int8",
+        DataType::SmallInt(_) | DataType::Int2(_) => "int2",
+        DataType::Real | DataType::Float4 => "float4",
+        DataType::DoublePrecision | DataType::Float8 | DataType::Float(_) => "float8",
+        DataType::Numeric(_) | DataType::Decimal(_) | DataType::Dec(_) => "numeric",
+        DataType::Boolean | DataType::Bool => "bool",
+        DataType::Text => "text",
+        DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar",
+        DataType::Char(_) | DataType::Character(_) => "bpchar",
+        DataType::Date => "date",
+        DataType::Interval { .. } => "interval",
+        DataType::Custom(name, _) => return name.0.last()?.as_ident().map(fold),
+        _ => return None,
+    };
+    Some(name.into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! What the fence wraps, what it leaves alone, and the names it keeps.
+
+use super::*;
+use crate::sql::DIALECT;
+use sqlparser::parser::Parser;
+
+fn fenced(sql: &str) -> String {
+    let mut statements = Parser::parse_sql(&DIALECT, sql).unwrap();
+    let sqlparser::ast::Statement::Query(query) = &mut statements[0] else {
+        panic!("not a query")
+    };
+    fence(query);
+    query.to_string()
+}
+
+#[test]
+fn column_free_parts_of_filters_are_wrapped_at_every_level() {
+    assert_eq!(
+        fenced("SELECT a FROM t WHERE b = random()::INT / 0 AND c = 1"),
+        "SELECT a FROM t WHERE b = COALESCE(random()::INT / 0, NULL) AND c = 1"
+    );
+    assert_eq!(
+        fenced("SELECT a FROM t JOIN u ON u.a = t.a AND u.d = CASE WHEN t.b = 1 THEN ('x' || '')::DATE END"),
+        "SELECT a FROM t JOIN u ON u.a = t.a AND u.d = CASE WHEN t.b = 1 THEN COALESCE(('x' || '')::DATE, NULL) END"
+    );
+    assert_eq!(
+        fenced("SELECT a FROM t GROUP BY a HAVING a = 'x' AND random() > 2"),
+        "SELECT a FROM t GROUP BY a HAVING a = 'x' AND COALESCE(random() > 2, NULL)"
+    );
+    assert_eq!(
+        fenced("SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.a = t.a AND u.b = random())"),
+        "SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.a = t.a AND u.b = COALESCE(random(), NULL))"
+    );
+    assert_eq!(
+        fenced("SELECT * FROM (VALUES (1, random())) AS v (a, b)"),
+        "SELECT * FROM (VALUES (1, COALESCE(random(), NULL))) AS v (a, b)"
+    );
+}
+
+#[test]
+fn inner_select_lists_are_wrapped_under_the_same_name_and_the_outermost_is_not() {
+    assert_eq!(
+        fenced("SELECT random(), x FROM (SELECT random(), random()::INT AS r, (random() + 1)::INT, 1 + random() FROM t) AS s"),
+        "SELECT random(), x FROM (SELECT COALESCE(random(), NULL) AS random, \
+         COALESCE(random()::INT, NULL) AS r, COALESCE((random() + 1)::INT, NULL) AS int4, \
+         COALESCE(1 + random(), NULL) AS \"?column?\" FROM t) AS s"
+    );
+    assert_eq!(
+        fenced("SELECT 1 UNION SELECT random() UNION (SELECT random())"),
+        "SELECT 1 UNION SELECT random() UNION (SELECT random())"
+    );
+}
+
+#[test]
+fn literals_aggregates_and_the_current_time_are_left_alone() {
+    let untouched = [
+        "SELECT a FROM t WHERE b = 1 AND c IN ('x', 'y') AND d = -2 AND e = DATE '2024-01-01' AND f = '2024-01-01'::DATE",
+        "SELECT a FROM t WHERE d >= CURRENT_DATE - INTERVAL '30 days' AND d < now() + INTERVAL '1' YEAR",
+        "SELECT a FROM t WHERE d >= date_trunc('month', now())::DATE - 7 AND e > now()::DATE",
+        "SELECT a FROM t GROUP BY a HAVING count(*) > 1 AND sum(b) > 0",
+        "SELECT a FROM t WHERE b = COALESCE((SELECT max(b) FROM u), NULL)",
+        "SELECT * FROM (SELECT generate_series(1, 3)::INT AS n, unnest(ARRAY[1, 2])) AS s",
+    ];
+    for sql in untouched {
+        assert_eq!(fenced(sql), sql);
+    }
+    // An interval that could leave the dates PostgreSQL holds, or an unknown unit, is wrapped.
+    assert_eq!(
+        fenced("SELECT a FROM t WHERE d > now() - INTERVAL '300000 years' AND e = date_trunc('bogus', now())"),
+        "SELECT a FROM t WHERE d > COALESCE(now() - INTERVAL '300000 years', NULL) \
+         AND e = COALESCE(date_trunc('bogus', now()), NULL)"
+    );
+    assert_eq!(
+        fenced("SELECT a FROM t WHERE d > CURRENT_DATE - 999999999"),
+        "SELECT a FROM t WHERE d > COALESCE(CURRENT_DATE - 999999999, NULL)"
+    );
+}
