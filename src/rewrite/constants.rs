@@ -309,9 +309,20 @@ fn literal(expr: &Expr) -> bool {
 /// can still hold (from 4713 BC): a thousand years.
 const MAX_YEARS: i64 = 1000;
 
+/// The current date or time, cast, truncated, and moved by at most [`MAX_SHIFTS`] literal
+/// intervals: within the dates PostgreSQL holds, whatever the nesting.
 fn now(expr: &Expr) -> bool {
+    shifts(expr).is_some_and(|n| n <= MAX_SHIFTS)
+}
+
+/// Three moves of a thousand years each stay after 4713 BC, PostgreSQL's first date.
+const MAX_SHIFTS: u32 = 3;
+
+/// How many literal moves `expr` makes to the current date or time; `None` if it is not
+/// that.
+fn shifts(expr: &Expr) -> Option<u32> {
     match expr {
-        Expr::Nested(inner) => now(inner),
+        Expr::Nested(inner) => shifts(inner),
         Expr::Function(f) => {
             let name = last_name(f).unwrap_or_default();
             match (&f.args, name.as_str()) {
@@ -319,18 +330,20 @@ fn now(expr: &Expr) -> bool {
                     FunctionArguments::None,
                     "current_date" | "current_timestamp" | "current_time" | "localtime"
                     | "localtimestamp",
-                ) => true,
+                ) => Some(0),
                 (
                     FunctionArguments::List(list),
                     "now" | "transaction_timestamp" | "statement_timestamp",
-                ) => list.args.is_empty(),
+                ) if list.args.is_empty() => Some(0),
                 (FunctionArguments::List(list), "date_trunc") => match list.args.as_slice() {
-                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(unit))), FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))] => {
-                        truncation_unit(&unit.value) && now(inner)
+                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(unit))), FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))]
+                        if truncation_unit(&unit.value) =>
+                    {
+                        shifts(inner)
                     }
-                    _ => false,
+                    _ => None,
                 },
-                _ => false,
+                _ => None,
             }
         }
         Expr::Cast {
@@ -338,13 +351,13 @@ fn now(expr: &Expr) -> bool {
             expr,
             data_type: DataType::Date | DataType::Timestamp(..),
             ..
-        } => now(expr),
+        } => shifts(expr),
         Expr::BinaryOp {
             left,
             op: BinaryOperator::Plus | BinaryOperator::Minus,
             right,
-        } => now(left) && (bounded_interval(right) || small_day_count(right)),
-        _ => false,
+        } if bounded_interval(right) || small_day_count(right) => Some(shifts(left)? + 1),
+        _ => None,
     }
 }
 

@@ -70,6 +70,14 @@ fn literals_aggregates_and_the_current_time_are_left_alone() {
         "SELECT a FROM t WHERE d > COALESCE(now() - INTERVAL '300000 years', NULL) \
          AND e = COALESCE(date_trunc('bogus', now()), NULL)"
     );
+    let far = format!("now(){}", " + INTERVAL '1000 years'".repeat(300));
+    assert_eq!(
+        fenced(&format!("SELECT a FROM t WHERE d > {far}")),
+        format!("SELECT a FROM t WHERE d > COALESCE({far}, NULL)")
+    );
+    let near = "now() - INTERVAL '1000 years' - INTERVAL '1000 years' - INTERVAL '1000 years'";
+    let sql = format!("SELECT a FROM t WHERE d > {near}");
+    assert_eq!(fenced(&sql), sql);
     assert_eq!(
         fenced("SELECT a FROM t WHERE d > CURRENT_DATE - 999999999"),
         "SELECT a FROM t WHERE d > COALESCE(CURRENT_DATE - 999999999, NULL)"
