@@ -199,6 +199,38 @@ fn permission_cte(cte: &PermissionCte) -> Cte {
             .collect(),
         None => vec![SelectItem::Wildcard(WildcardAdditionalOptions::default())],
     };
+    let from = vec![TableWithJoins {
+        relation: TableFactor::Table {
+            name: object_name(&[VIEW_SCHEMA, &cte.table]),
+            alias: None,
+            args: None,
+            with_hints: vec![],
+            version: None,
+            with_ordinality: false,
+            partitions: vec![],
+            json_path: None,
+            sample: None,
+            index_hints: vec![],
+        },
+        joins: vec![],
+    }];
+    Cte {
+        alias: TableAlias {
+            explicit: false,
+            name: ident(&cte.name),
+            columns: vec![],
+            at: None,
+        },
+        query: Box::new(select_query(projection, from)),
+        from: None,
+        materialized: Some(CteAsMaterialized::NotMaterialized),
+        closing_paren_token: token(),
+    }
+}
+
+/// `SELECT <projection> FROM <from>`, with no position in the agent's text (an empty span,
+/// which tells later passes that rowgate wrote it).
+fn select_query(projection: Vec<SelectItem>, from: Vec<TableWithJoins>) -> Query {
     let select = Select {
         select_token: token(),
         optimizer_hints: vec![],
@@ -209,21 +241,7 @@ fn permission_cte(cte: &PermissionCte) -> Cte {
         projection,
         exclude: None,
         into: None,
-        from: vec![TableWithJoins {
-            relation: TableFactor::Table {
-                name: object_name(&[VIEW_SCHEMA, &cte.table]),
-                alias: None,
-                args: None,
-                with_hints: vec![],
-                version: None,
-                with_ordinality: false,
-                partitions: vec![],
-                json_path: None,
-                sample: None,
-                index_hints: vec![],
-            },
-            joins: vec![],
-        }],
+        from,
         lateral_views: vec![],
         prewhere: None,
         selection: None,
@@ -239,28 +257,17 @@ fn permission_cte(cte: &PermissionCte) -> Cte {
         value_table_mode: None,
         flavor: SelectFlavor::Standard,
     };
-    Cte {
-        alias: TableAlias {
-            explicit: false,
-            name: ident(&cte.name),
-            columns: vec![],
-            at: None,
-        },
-        query: Box::new(Query {
-            with: None,
-            body: Box::new(SetExpr::Select(Box::new(select))),
-            order_by: None,
-            limit_clause: None,
-            fetch: None,
-            locks: vec![],
-            for_clause: None,
-            settings: None,
-            format_clause: None,
-            pipe_operators: vec![],
-        }),
-        from: None,
-        materialized: Some(CteAsMaterialized::NotMaterialized),
-        closing_paren_token: token(),
+    Query {
+        with: None,
+        body: Box::new(SetExpr::Select(Box::new(select))),
+        order_by: None,
+        limit_clause: None,
+        fetch: None,
+        locks: vec![],
+        for_clause: None,
+        settings: None,
+        format_clause: None,
+        pipe_operators: vec![],
     }
 }
 

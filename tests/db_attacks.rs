@@ -616,6 +616,20 @@ async fn a_filter_that_reads_no_column_reveals_nothing() {
          WHERE i.id = 2001 AND i.department = '{d}' AND i.customer_id = c.id / 0)",
         "SELECT id FROM invoices WHERE id = 2001 AND department = '{d}' \
          AND customer_id = ANY (ARRAY[random()::int / 0])",
+        // Found in the review of the fence: six units of an interval, each within bounds,
+        // added up to 6,000 years.
+        "SELECT id FROM invoices WHERE id = 2001 AND CASE WHEN department = '{d}' THEN \
+         current_date - INTERVAL '1000 years 12000 months 52000 weeks 366000 days 8784000 hours' \
+         - INTERVAL '1000 years 12000 months 52000 weeks 366000 days 8784000 hours' END IS NOT NULL",
+        // ... and a literal output, pulled up into the filter under a column's name.
+        "SELECT i.id FROM invoices i, (VALUES ('x')) v(z) WHERE i.id = 2001 \
+         AND CASE WHEN i.department = '{d}' THEN v.z::date END IS NOT NULL",
+        "SELECT i.id FROM invoices i, (SELECT 'x' AS z) s WHERE i.id = 2001 \
+         AND CASE WHEN i.department = '{d}' THEN s.z::date END IS NOT NULL",
+        "WITH c AS (SELECT 'x' AS z) SELECT i.id FROM invoices i, c WHERE i.id = 2001 \
+         AND CASE WHEN i.department = '{d}' THEN c.z::date END IS NOT NULL",
+        "SELECT s.id FROM (SELECT id, department, 'x' AS z FROM invoices) s WHERE s.id = 2001 \
+         AND CASE WHEN s.department = '{d}' THEN s.z::date END IS NOT NULL",
     ];
     for probe in probes {
         let mut answers = Vec::new();
@@ -640,5 +654,62 @@ async fn a_filter_that_reads_no_column_reveals_nothing() {
     )
     .await;
     reply.error(StatusCode::UNPROCESSABLE_ENTITY, "query_failed");
+    db.teardown().await;
+}
+
+/// The fence computes a subquery's column-free outputs in subqueries of their own and names
+/// them as PostgreSQL would have: the columns an agent sees, and what NATURAL JOIN and `s.name`
+/// match on, do not change (found in review: `trim(...)` came back as `coalesce`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_outputs_keep_the_names_postgresql_gives_them() {
+    let db = TestDb::new().await;
+    let router = db.router().await;
+    let exprs = [
+        "trim(' a ' || '')",
+        "substr('abc' || '', 2)",
+        "substring('abc' FROM 2)",
+        "('b' || '') COLLATE \"C\"",
+        "(now() - interval '1 day')::timestamp",
+        "('{}' || '')::jsonb",
+        "'x'",
+        "1 + random()",
+        "CASE WHEN random() > 2 THEN 1 ELSE abs(-1) END",
+        "(SELECT max(id) FROM invoices)",
+    ];
+    for expr in exprs {
+        let sql = format!("SELECT * FROM (SELECT {expr}) s");
+        let direct = db.admin.query(&sql, &[]).await.unwrap();
+        let direct: Vec<String> = direct
+            .first()
+            .map(|row| row.columns().iter().map(|c| c.name().to_string()).collect())
+            .unwrap_or_default();
+        let reply = query(&router, "bob", &sql).await;
+        assert_eq!(reply.status, StatusCode::OK, "{sql}: {}", reply.text);
+        let names: Vec<String> = reply.json["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, direct, "{sql}");
+    }
+    let sql = "SELECT (SELECT max(id) FROM invoices), EXISTS (SELECT 1 FROM invoices) LIMIT 1";
+    let reply = query(&router, "bob", sql).await;
+    let names: Vec<&str> = reply.json["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["max", "exists"], "{}", reply.text);
+    let sql = "SELECT count(*) AS n FROM (SELECT trim(' a ' || '')) x \
+               NATURAL JOIN (SELECT (' b ' || '') COLLATE \"C\") y";
+    let reply = query(&router, "bob", sql).await;
+    assert_eq!(
+        reply.json["rows"],
+        serde_json::json!([{"n": 1}]),
+        "{}",
+        reply.text
+    );
     db.teardown().await;
 }

@@ -27,9 +27,13 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArguments, JoinConstraint, JoinOperator, Query, Select, SelectItem, SetExpr,
-    TableFactor, TableWithJoins, UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut,
+    TableFactor, TableWithJoins, TimezoneInfo, TrimWhereField, UnaryOperator, Value, Visit,
+    VisitMut, Visitor, VisitorMut,
 };
 
+use sqlparser::tokenizer::Span;
+
+use super::select_query;
 use super::subqueries::{coalesce_null, start, Start};
 use crate::sql::{fold, ident};
 
@@ -37,7 +41,13 @@ use crate::sql::{fold, ident};
 pub(super) fn fence(query: &mut Query) {
     let mut outermost = Vec::new();
     selects_of(&query.body, &mut outermost);
-    let _ = VisitMut::visit(query, &mut Fence { outermost });
+    let _ = VisitMut::visit(
+        query,
+        &mut Fence {
+            outermost,
+            unread: Vec::new(),
+        },
+    );
 }
 
 /// Where the outermost query's SELECTs start (several for a UNION).
@@ -58,6 +68,8 @@ fn selects_of(body: &SetExpr, out: &mut Vec<Start>) {
 
 struct Fence {
     outermost: Vec<Start>,
+    /// The SELECTs of EXISTS subqueries, whose select list is never read.
+    unread: Vec<Start>,
 }
 
 impl VisitorMut for Fence {
@@ -65,16 +77,37 @@ impl VisitorMut for Fence {
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         if let SetExpr::Values(values) = query.body.as_mut() {
-            values
+            // PostgreSQL pulls up only a one-row VALUES; the rows of a longer one stay in its
+            // own scan, which no filter of a policy table's scan reads.
+            let pulled_up = values.rows.len() == 1;
+            for cell in values
                 .rows
                 .iter_mut()
                 .flat_map(|row| row.content.iter_mut())
-                .for_each(wrap_maximal);
+            {
+                if pulled_up {
+                    wrap_output(cell);
+                } else {
+                    wrap_maximal(cell);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Exists { subquery, .. } = expr {
+            self.unread.extend(start(subquery));
         }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        let at = select.select_token.0.span.start;
+        if (at.line, at.column) == (0, 0) {
+            // Written by rowgate (the subquery of `wrap_output`): nothing of the agent's here.
+            return ControlFlow::Continue(());
+        }
         for clause in [&mut select.selection, &mut select.having]
             .into_iter()
             .flatten()
@@ -82,8 +115,10 @@ impl VisitorMut for Fence {
             wrap_maximal(clause);
         }
         select.from.iter_mut().for_each(wrap_join_conditions);
-        let at = select.select_token.0.span.start;
-        if !self.outermost.contains(&(at.line, at.column)) {
+        let at = (at.line, at.column);
+        if self.outermost.contains(&at) {
+            select.projection.iter_mut().for_each(name_fenced_subquery);
+        } else if !self.unread.contains(&at) {
             select.projection.iter_mut().for_each(wrap_item);
         }
         ControlFlow::Continue(())
@@ -118,12 +153,13 @@ fn wrap_join_conditions(from: &mut TableWithJoins) {
     }
 }
 
-/// A select-list item keeps the name PostgreSQL gave it before the wrap.
+/// A select-list item keeps the name PostgreSQL gave it before the wrap (and before
+/// `subqueries::fence` wrapped a subquery in it).
 fn wrap_item(item: &mut SelectItem) {
     match item {
         SelectItem::UnnamedExpr(expr) => {
-            let before = column_name(expr);
-            wrap_maximal(expr);
+            let before = column_name(fenced_subquery(expr).unwrap_or(expr));
+            wrap_output(expr);
             let after = column_name(expr);
             if let (Some(name), false) = (before.clone(), before == after) {
                 let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
@@ -133,9 +169,62 @@ fn wrap_item(item: &mut SelectItem) {
                 };
             }
         }
-        SelectItem::ExprWithAlias { expr, .. } => wrap_maximal(expr),
+        SelectItem::ExprWithAlias { expr, .. } => wrap_output(expr),
         _ => {}
     }
+}
+
+/// An outermost select-list item that `subqueries::fence` wrapped keeps its subquery's name
+/// (`SELECT (SELECT max(id) ...)` answers a column `max`, not `coalesce`).
+fn name_fenced_subquery(item: &mut SelectItem) {
+    let SelectItem::UnnamedExpr(expr) = item else {
+        return;
+    };
+    let Some(name) = fenced_subquery(expr).and_then(column_name) else {
+        return;
+    };
+    let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+    *item = SelectItem::ExprWithAlias {
+        expr,
+        alias: ident(&name),
+    };
+}
+
+/// The subquery inside a `COALESCE(<subquery>, NULL)` that rowgate wrote (its name has no
+/// position in the agent's text); an agent's own COALESCE is not one.
+fn fenced_subquery(expr: &Expr) -> Option<&Expr> {
+    let Expr::Function(f) = expr else {
+        return None;
+    };
+    let written_by_rowgate = f.name.0.first()?.as_ident()?.span == Span::empty();
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner)), FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(null)))]
+            if written_by_rowgate && null.value == Value::Null =>
+        {
+            Some(inner)
+        }
+        _ => None,
+    }
+}
+
+/// An output of an inner query or a VALUES row. PostgreSQL puts an output into the parent's
+/// filters when it pulls the query up or pushes a filter down, so an output that reads no
+/// column becomes a constant there, under a column's name: `(VALUES ('x')) v(z) ... CASE WHEN
+/// department = 'Executive' THEN v.z::date END` raised on the hidden row (found in review).
+/// `COALESCE(x, NULL)` would fold back to `'x'`; `COALESCE((SELECT x), NULL)` does not (the
+/// subquery's value is known only when it runs), so the parent's filter holds a COALESCE and
+/// runs after the permission filter. NULL is left as it is: it has no type of its own, and
+/// nothing raises on it.
+fn wrap_output(expr: &mut Expr) {
+    if !column_free(expr) || matches!(expr, Expr::Value(v) if v.value == Value::Null) {
+        return wrap_maximal(expr);
+    }
+    let inner = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+    let query = select_query(vec![SelectItem::UnnamedExpr(inner)], vec![]);
+    *expr = coalesce_null(Expr::Subquery(Box::new(query)));
 }
 
 /// Wraps each largest column-free part of `expr` that could raise. Subqueries are left to their
@@ -305,24 +394,22 @@ fn literal(expr: &Expr) -> bool {
     }
 }
 
-/// The largest interval, in each unit, that moves a current date or time to a date PostgreSQL
-/// can still hold (from 4713 BC): a thousand years.
-const MAX_YEARS: i64 = 1000;
+/// How far, in all, literal moves of the current date or time may go and stay unwrapped: far
+/// inside the dates PostgreSQL holds (4713 BC to 294276 AD), and far beyond any question.
+const MAX_YEARS: f64 = 3000.0;
 
-/// The current date or time, cast, truncated, and moved by at most [`MAX_SHIFTS`] literal
-/// intervals: within the dates PostgreSQL holds, whatever the nesting.
+/// The current date or time, cast, truncated, and moved by literal intervals and day counts
+/// that add up to at most [`MAX_YEARS`]: within the dates PostgreSQL holds (from 4713 BC),
+/// however they are nested.
 fn now(expr: &Expr) -> bool {
-    shifts(expr).is_some_and(|n| n <= MAX_SHIFTS)
+    moved_years(expr).is_some_and(|years| years <= MAX_YEARS)
 }
 
-/// Three moves of a thousand years each stay after 4713 BC, PostgreSQL's first date.
-const MAX_SHIFTS: u32 = 3;
-
-/// How many literal moves `expr` makes to the current date or time; `None` if it is not
-/// that.
-fn shifts(expr: &Expr) -> Option<u32> {
+/// How many years in all the literal moves of `expr` add up to (each counted as a move away
+/// from now, whatever its sign); `None` if `expr` is not the current date or time so moved.
+fn moved_years(expr: &Expr) -> Option<f64> {
     match expr {
-        Expr::Nested(inner) => shifts(inner),
+        Expr::Nested(inner) => moved_years(inner),
         Expr::Function(f) => {
             let name = last_name(f).unwrap_or_default();
             match (&f.args, name.as_str()) {
@@ -330,16 +417,16 @@ fn shifts(expr: &Expr) -> Option<u32> {
                     FunctionArguments::None,
                     "current_date" | "current_timestamp" | "current_time" | "localtime"
                     | "localtimestamp",
-                ) => Some(0),
+                ) => Some(0.0),
                 (
                     FunctionArguments::List(list),
                     "now" | "transaction_timestamp" | "statement_timestamp",
-                ) if list.args.is_empty() => Some(0),
+                ) if list.args.is_empty() => Some(0.0),
                 (FunctionArguments::List(list), "date_trunc") => match list.args.as_slice() {
                     [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(unit))), FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))]
                         if truncation_unit(&unit.value) =>
                     {
-                        shifts(inner)
+                        moved_years(inner)
                     }
                     _ => None,
                 },
@@ -351,12 +438,12 @@ fn shifts(expr: &Expr) -> Option<u32> {
             expr,
             data_type: DataType::Date | DataType::Timestamp(..),
             ..
-        } => shifts(expr),
+        } => moved_years(expr),
         Expr::BinaryOp {
             left,
             op: BinaryOperator::Plus | BinaryOperator::Minus,
             right,
-        } if bounded_interval(right) || small_day_count(right) => Some(shifts(left)? + 1),
+        } => Some(moved_years(left)? + interval_years(right).or_else(|| day_count_years(right))?),
         _ => None,
     }
 }
@@ -383,68 +470,66 @@ fn truncation_unit(value: &Value) -> bool {
     )
 }
 
-/// `current_date - 30`: a day count of at most a thousand years.
-fn small_day_count(expr: &Expr) -> bool {
-    matches!(expr, Expr::Value(v) if matches!(&v.value, Value::Number(n, _)
-        if n.parse::<i64>().is_ok_and(|days| days.abs() <= MAX_YEARS * 366)))
+/// `current_date - 30`: the years of a literal day count.
+fn day_count_years(expr: &Expr) -> Option<f64> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n
+                .parse::<i64>()
+                .ok()
+                .map(|days| days.unsigned_abs() as f64 / 365.0),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
-/// `INTERVAL '30 days'`, `INTERVAL '1' YEAR`, `'2 hours'::interval`: up to six literal
-/// `<count> <unit>` pairs, each within [`MAX_YEARS`].
-fn bounded_interval(expr: &Expr) -> bool {
-    let (text, field) = match expr {
-        Expr::Interval(interval) => match interval.value.as_ref() {
-            Expr::Value(v) => match &v.value {
-                Value::SingleQuotedString(text) => (text.as_str(), interval.leading_field.clone()),
-                _ => return false,
-            },
-            _ => return false,
+/// The years of `INTERVAL '30 days'`, `INTERVAL '1' YEAR` or `'2 hours'::interval`: up to six
+/// `<count> <unit>` pairs of whole numbers, added up. Any other form (`@`, ISO 8601, fractions,
+/// `ago`) is not read, so its expression is wrapped.
+fn interval_years(expr: &Expr) -> Option<f64> {
+    let quoted = |e: &Expr| match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(text) => Some(text.clone()),
+            _ => None,
         },
+        _ => None,
+    };
+    let (text, field) = match expr {
+        Expr::Interval(interval) => (quoted(&interval.value)?, interval.leading_field.clone()),
         Expr::Cast {
             expr,
             data_type: DataType::Interval { .. },
             ..
-        } => match expr.as_ref() {
-            Expr::Value(v) => match &v.value {
-                Value::SingleQuotedString(text) => (text.as_str(), None),
-                _ => return false,
-            },
-            _ => return false,
-        },
-        _ => return false,
+        } => (quoted(expr)?, None),
+        _ => return None,
     };
     if let Some(field) = field {
-        let unit = field.to_string().to_ascii_lowercase();
-        return text
-            .trim()
-            .parse::<i64>()
-            .is_ok_and(|count| within(count, &unit));
+        let count = text.trim().parse::<i64>().ok()?;
+        return years(count, &field.to_string().to_ascii_lowercase());
     }
     let words: Vec<&str> = text.split_whitespace().collect();
-    !words.is_empty()
-        && words.len() <= 12
-        && words.chunks(2).all(|pair| match pair {
-            [count, unit] => count
-                .parse::<i64>()
-                .is_ok_and(|count| within(count, &unit.to_ascii_lowercase())),
-            _ => false,
-        })
+    if words.is_empty() || words.len() > 12 {
+        return None;
+    }
+    words.chunks(2).try_fold(0.0, |total, pair| match pair {
+        [count, unit] => Some(total + years(count.parse().ok()?, &unit.to_ascii_lowercase())?),
+        _ => None,
+    })
 }
 
-fn within(count: i64, unit: &str) -> bool {
-    let per_year: i64 = match unit.trim_end_matches('s') {
-        "year" | "yr" | "y" => 1,
-        "month" | "mon" => 12,
-        "week" | "w" => 53,
-        "day" | "d" => 366,
-        "hour" | "hr" | "h" => 366 * 24,
-        "minute" | "min" | "m" => 366 * 24 * 60,
-        "second" | "sec" => 366 * 24 * 3600,
-        _ => return false,
+fn years(count: i64, unit: &str) -> Option<f64> {
+    let per_year: f64 = match unit.trim_end_matches('s') {
+        "year" | "yr" | "y" => 1.0,
+        "month" | "mon" => 12.0,
+        "week" | "w" => 52.0,
+        "day" | "d" => 365.0,
+        "hour" | "hr" | "h" => 365.0 * 24.0,
+        "minute" | "min" | "m" => 365.0 * 24.0 * 60.0,
+        "second" | "sec" => 365.0 * 24.0 * 3600.0,
+        _ => return None,
     };
-    count
-        .checked_abs()
-        .is_some_and(|c| c <= MAX_YEARS * per_year)
+    Some(count.unsigned_abs() as f64 / per_year)
 }
 
 /// The name PostgreSQL gives an unnamed select-list item (its `FigureColname`), for the forms
@@ -476,10 +561,25 @@ fn figure(expr: &Expr) -> Option<(String, u8)> {
             Some(None) => None,
             _ => Some(("case".into(), 1)),
         },
+        Expr::Collate { expr, .. } => figure(expr),
+        Expr::Trim { trim_where, .. } => named(match trim_where {
+            Some(TrimWhereField::Leading) => "ltrim",
+            Some(TrimWhereField::Trailing) => "rtrim",
+            _ => "btrim",
+        }),
+        Expr::Substring { shorthand, .. } => named(if *shorthand { "substr" } else { "substring" }),
+        Expr::Subquery(query) => match query.body.as_ref() {
+            SetExpr::Select(select) => match select.projection.first()? {
+                SelectItem::ExprWithAlias { alias, .. } => Some((fold(alias), 2)),
+                SelectItem::UnnamedExpr(expr) => figure(expr),
+                _ => None,
+            },
+            _ => None,
+        },
+        Expr::Exists { .. } => named("exists"),
         Expr::Array(_) => named("array"),
         Expr::Tuple(_) => named("row"),
         Expr::Extract { .. } => named("extract"),
-        Expr::Substring { .. } => named("substring"),
         Expr::Position { .. } => named("position"),
         Expr::Overlay { .. } => named("overlay"),
         Expr::Ceil { .. } => named("ceil"),
@@ -517,6 +617,14 @@ fn type_name(data_type: &DataType) -> Option<String> {
         DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar",
         DataType::Char(_) | DataType::Character(_) => "bpchar",
         DataType::Date => "date",
+        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => "timestamptz",
+        DataType::Timestamp(..) => "timestamp",
+        DataType::Time(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => "timetz",
+        DataType::Time(..) => "time",
+        DataType::JSON => "json",
+        DataType::JSONB => "jsonb",
+        DataType::Uuid => "uuid",
+        DataType::Bytea => "bytea",
         DataType::Interval { .. } => "interval",
         DataType::Custom(name, _) => return name.0.last()?.as_ident().map(fold),
         _ => return None,

@@ -32,23 +32,58 @@ fn column_free_parts_of_filters_are_wrapped_at_every_level() {
         "SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.a = t.a AND u.b = COALESCE(random(), NULL))"
     );
     assert_eq!(
-        fenced("SELECT * FROM (VALUES (1, random())) AS v (a, b)"),
-        "SELECT * FROM (VALUES (1, COALESCE(random(), NULL))) AS v (a, b)"
+        fenced("SELECT * FROM (VALUES (1, random(), NULL)) AS v (a, b, c)"),
+        "SELECT * FROM (VALUES (COALESCE((SELECT 1), NULL), COALESCE((SELECT random()), NULL), NULL)) AS v (a, b, c)"
+    );
+    assert_eq!(
+        fenced("SELECT * FROM (VALUES (1, random()), (2, 'x')) AS v (a, b)"),
+        "SELECT * FROM (VALUES (1, COALESCE(random(), NULL)), (2, 'x')) AS v (a, b)"
     );
 }
 
 #[test]
 fn inner_select_lists_are_wrapped_under_the_same_name_and_the_outermost_is_not() {
+    // A subquery's outputs reach the parent's filters when PostgreSQL pulls it up, so a
+    // column-free output is computed in a subquery of its own, which no constant folding sees
+    // through; each keeps the name PostgreSQL gave it.
     assert_eq!(
-        fenced("SELECT random(), x FROM (SELECT random(), random()::INT AS r, (random() + 1)::INT, 1 + random() FROM t) AS s"),
-        "SELECT random(), x FROM (SELECT COALESCE(random(), NULL) AS random, \
-         COALESCE(random()::INT, NULL) AS r, COALESCE((random() + 1)::INT, NULL) AS int4, \
-         COALESCE(1 + random(), NULL) AS \"?column?\" FROM t) AS s"
+        fenced("SELECT random(), x FROM (SELECT random(), random()::INT AS r, (random() + 1)::INT, 1 + random(), 'a', id FROM t) AS s"),
+        "SELECT random(), x FROM (SELECT COALESCE((SELECT random()), NULL) AS random, \
+         COALESCE((SELECT random()::INT), NULL) AS r, COALESCE((SELECT (random() + 1)::INT), NULL) AS int4, \
+         COALESCE((SELECT 1 + random()), NULL) AS \"?column?\", COALESCE((SELECT 'a'), NULL) AS \"?column?\", \
+         id FROM t) AS s"
     );
     assert_eq!(
         fenced("SELECT 1 UNION SELECT random() UNION (SELECT random())"),
         "SELECT 1 UNION SELECT random() UNION (SELECT random())"
     );
+    // EXISTS never reads its select list.
+    let sql = "SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.a = t.a)";
+    assert_eq!(fenced(sql), sql);
+}
+
+#[test]
+fn wrapped_outputs_keep_the_names_postgresql_gives_them() {
+    let names = [
+        ("trim(' a ' || '')", "btrim"),
+        ("trim(LEADING 'x' FROM 'xa')", "ltrim"),
+        ("substr('abc' || '', 2)", "substr"),
+        ("substring('abc' FROM 2)", "substring"),
+        ("('b' || '') COLLATE \"C\"", "\"?column?\""),
+        ("lower('A') COLLATE \"C\"", "lower"),
+        ("(now() - INTERVAL '1 day')::TIMESTAMP", "timestamp"),
+        ("('{}' || '')::JSONB", "jsonb"),
+        ("CASE WHEN random() > 0.5 THEN 1 END", "\"case\""),
+        ("CASE WHEN random() > 0.5 THEN 1 ELSE abs(-1) END", "abs"),
+        ("EXTRACT(YEAR FROM now())", "extract"),
+    ];
+    for (expr, name) in names {
+        let out = fenced(&format!("SELECT * FROM (SELECT {expr}) AS s"));
+        assert!(
+            out.ends_with(&format!(") AS {name}) AS s")),
+            "{expr}: {out}"
+        );
+    }
 }
 
 #[test]
