@@ -630,6 +630,14 @@ async fn a_filter_that_reads_no_column_reveals_nothing() {
          AND CASE WHEN i.department = '{d}' THEN c.z::date END IS NOT NULL",
         "SELECT s.id FROM (SELECT id, department, 'x' AS z FROM invoices) s WHERE s.id = 2001 \
          AND CASE WHEN s.department = '{d}' THEN s.z::date END IS NOT NULL",
+        // Found in a second review: a FROM function folded to a constant, a NULL output, and
+        // a cast of a number that runs only when the query does.
+        "SELECT id FROM invoices, upper('x') u WHERE id = 2001 AND department = '{d}' \
+         AND issued_on = CASE WHEN id = 2001 THEN u::date END",
+        "SELECT id FROM invoices, (SELECT NULL AS z) s WHERE id = 2001 AND department = '{d}' \
+         AND CASE WHEN id = 2001 THEN jsonb_build_object(s.z, 1) IS NOT NULL END",
+        "SELECT id FROM invoices WHERE id = 2001 AND department = '{d}' \
+         AND (CASE WHEN id = 2001 THEN 99999999999999999999.5::money END) IS NOT NULL",
     ];
     for probe in probes {
         let mut answers = Vec::new();

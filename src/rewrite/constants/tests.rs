@@ -33,7 +33,21 @@ fn column_free_parts_of_filters_are_wrapped_at_every_level() {
     );
     assert_eq!(
         fenced("SELECT * FROM (VALUES (1, random(), NULL)) AS v (a, b, c)"),
-        "SELECT * FROM (VALUES (COALESCE((SELECT 1), NULL), COALESCE((SELECT random()), NULL), NULL)) AS v (a, b, c)"
+        "SELECT * FROM (VALUES (COALESCE((SELECT 1), NULL), COALESCE((SELECT random()), NULL), COALESCE((SELECT NULL), NULL))) AS v (a, b, c)"
+    );
+    // A NULL in a set operation's branch takes its type from the other branches.
+    assert_eq!(
+        fenced("SELECT * FROM (SELECT NULL UNION ALL SELECT 1) AS s"),
+        "SELECT * FROM (SELECT NULL UNION ALL SELECT COALESCE((SELECT 1), NULL) AS \"?column?\") AS s"
+    );
+    // A function in FROM that could fold to a constant; a set-returning one cannot.
+    assert_eq!(
+        fenced("SELECT * FROM t, upper('x') AS u, generate_series(1, 3) AS g"),
+        "SELECT * FROM t, upper(COALESCE((SELECT 'x'), NULL)) AS u, generate_series(1, 3) AS g"
+    );
+    assert_eq!(
+        fenced("SELECT a FROM t WHERE b = 5.5::MONEY AND c = '5.5'::MONEY"),
+        "SELECT a FROM t WHERE b = COALESCE(5.5::MONEY, NULL) AND c = '5.5'::MONEY"
     );
     assert_eq!(
         fenced("SELECT * FROM (VALUES (1, random()), (2, 'x')) AS v (a, b)"),
