@@ -33,6 +33,7 @@ use sqlparser::ast::{
 
 use sqlparser::tokenizer::Span;
 
+use super::grouping::is_aggregate;
 use super::select_query;
 use super::subqueries::{coalesce_null, start, Start};
 use crate::sql::{fold, ident};
@@ -367,50 +368,11 @@ const SETS: &[&str] = &[
 /// functions: PostgreSQL refuses them inside COALESCE, never runs them in a filter, and never
 /// pulls a subquery whose select list has one into its parent's filters.
 fn runs_after_filters(f: &Function) -> bool {
-    const AGGREGATES: &[&str] = &[
-        "array_agg",
-        "avg",
-        "bit_and",
-        "bit_or",
-        "bool_and",
-        "bool_or",
-        "corr",
-        "count",
-        "covar_pop",
-        "covar_samp",
-        "every",
-        "json_agg",
-        "json_object_agg",
-        "jsonb_agg",
-        "jsonb_object_agg",
-        "max",
-        "min",
-        "mode",
-        "percentile_cont",
-        "percentile_disc",
-        "regr_avgx",
-        "regr_avgy",
-        "regr_count",
-        "regr_intercept",
-        "regr_r2",
-        "regr_slope",
-        "regr_sxx",
-        "regr_sxy",
-        "regr_syy",
-        "stddev",
-        "stddev_pop",
-        "stddev_samp",
-        "string_agg",
-        "sum",
-        "var_pop",
-        "var_samp",
-        "variance",
-    ];
     f.over.is_some()
         || f.filter.is_some()
         || !f.within_group.is_empty()
-        || last_name(f)
-            .is_some_and(|n| AGGREGATES.contains(&n.as_str()) || SETS.contains(&n.as_str()))
+        || is_aggregate(&f.name)
+        || last_name(f).is_some_and(|n| SETS.contains(&n.as_str()))
 }
 
 fn last_name(f: &Function) -> Option<String> {

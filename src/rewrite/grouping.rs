@@ -455,7 +455,7 @@ impl Visitor for Collect<'_> {
 
 /// PostgreSQL's built-in aggregates (a window call of one is not an aggregate here: its
 /// arguments are evaluated per group, like any other expression).
-fn is_aggregate(name: &sqlparser::ast::ObjectName) -> bool {
+pub(super) fn is_aggregate(name: &sqlparser::ast::ObjectName) -> bool {
     AGGREGATES
         .binary_search(&aggregate_name(name).as_str())
         .is_ok()
