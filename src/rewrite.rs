@@ -343,3 +343,15 @@ impl VisitorMut for Applier<'_> {
         ControlFlow::Continue(())
     }
 }
+
+/// For the passes' unit tests: `sql`, parsed, passed through `pass`, printed back.
+#[cfg(test)]
+fn after_pass(sql: &str, pass: fn(&mut Query)) -> String {
+    let mut statements =
+        sqlparser::parser::Parser::parse_sql(&crate::sql::DIALECT, sql).expect("test SQL parses");
+    let Some(sqlparser::ast::Statement::Query(query)) = statements.first_mut() else {
+        panic!("not a query: {sql}")
+    };
+    pass(query);
+    query.to_string()
+}

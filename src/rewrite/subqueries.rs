@@ -166,17 +166,11 @@ pub(super) fn coalesce_null(inner: Expr) -> Expr {
 
 #[cfg(test)]
 mod tests {
+    use super::super::after_pass;
     use super::*;
-    use crate::sql::DIALECT;
-    use sqlparser::parser::Parser;
 
     fn fenced(sql: &str) -> String {
-        let mut statements = Parser::parse_sql(&DIALECT, sql).unwrap();
-        let sqlparser::ast::Statement::Query(query) = &mut statements[0] else {
-            panic!("not a query")
-        };
-        fence(query);
-        query.to_string()
+        after_pass(sql, fence)
     }
 
     #[test]
