@@ -25,15 +25,17 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, JoinConstraint, JoinOperator,
-    Query, Select, SelectItem, SetExpr, TableFactor, TableWithJoins, Value, Visit, VisitMut,
+    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    JoinConstraint, JoinOperator, OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor, TableWithJoins, Value, Visit, VisitMut,
     Visitor, VisitorMut,
 };
 
 use sqlparser::tokenizer::Span;
 
 use names::column_name;
+use ranges::Ranges;
 use safe::cannot_raise;
+use shape::plain_test;
 
 use super::grouping::is_aggregate;
 use super::select_query;
@@ -44,12 +46,14 @@ use crate::sql::{fold, ident};
 pub(super) fn fence(query: &mut Query) {
     let mut outermost = Vec::new();
     selects_of(&query.body, &mut outermost);
+    let ranges = Ranges::of(query);
     let _ = VisitMut::visit(
         query,
         &mut Fence {
             outermost,
             unread: Vec::new(),
             branches: Vec::new(),
+            ranges,
         },
     );
 }
@@ -76,6 +80,45 @@ struct Fence {
     unread: Vec<Start>,
     /// The SELECTs that are branches of a set operation.
     branches: Vec<Start>,
+    ranges: Ranges,
+}
+
+impl Fence {
+    /// A SELECT DISTINCT sorts by outputs only: an ORDER BY item written as one of its outputs
+    /// gets the same wrap as that output, so that PostgreSQL still finds it in the list.
+    fn match_distinct_order_by(&self, query: &mut Query) {
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return;
+        };
+        let at = select.select_token.0.span.start;
+        let at = (at.line, at.column);
+        if select.distinct.is_none() || self.outermost.contains(&at) || self.unread.contains(&at)
+        {
+            return;
+        }
+        let outputs: Vec<&Expr> = select
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                    Some(expr)
+                }
+                _ => None,
+            })
+            .collect();
+        let branch = self.branches.contains(&at);
+        let Some(order_by) = query.order_by.as_mut() else {
+            return;
+        };
+        let OrderByKind::Expressions(items) = &mut order_by.kind else {
+            return;
+        };
+        for item in items {
+            if outputs.contains(&&item.expr) {
+                wrap_output(&mut item.expr, branch, &self.ranges);
+            }
+        }
+    }
 }
 
 impl VisitorMut for Fence {
@@ -85,6 +128,7 @@ impl VisitorMut for Fence {
         if matches!(query.body.as_ref(), SetExpr::SetOperation { .. }) {
             selects_of(&query.body, &mut self.branches);
         }
+        self.match_distinct_order_by(query);
         if let SetExpr::Values(values) = query.body.as_mut() {
             // PostgreSQL pulls up only a one-row VALUES; the rows of a longer one stay in its
             // own scan, which no filter of a policy table's scan reads.
@@ -95,7 +139,7 @@ impl VisitorMut for Fence {
                 .flat_map(|row| row.content.iter_mut())
             {
                 if pulled_up {
-                    wrap_output(cell, false);
+                    wrap_output(cell, false, &self.ranges);
                 } else {
                     wrap_maximal(cell);
                 }
@@ -129,7 +173,7 @@ impl VisitorMut for Fence {
                 ..
             } = arg
             {
-                wrap_output(expr, false);
+                wrap_output(expr, false, &self.ranges);
             }
         }
         ControlFlow::Continue(())
@@ -152,35 +196,37 @@ impl VisitorMut for Fence {
             .into_iter()
             .flatten()
         {
-            wrap_maximal(clause);
+            fence_filter(clause, &self.ranges);
         }
-        select.from.iter_mut().for_each(wrap_join_conditions);
+        for from in &mut select.from {
+            wrap_join_conditions(from, &self.ranges);
+        }
         let at = (at.line, at.column);
         if self.outermost.contains(&at) {
             select.projection.iter_mut().for_each(name_fenced_subquery);
         } else if !self.unread.contains(&at) {
             let branch = self.branches.contains(&at);
             for item in &mut select.projection {
-                wrap_item(item, branch);
+                wrap_item(item, branch, &self.ranges);
             }
         }
         ControlFlow::Continue(())
     }
 }
 
-fn wrap_join_conditions(from: &mut TableWithJoins) {
+fn wrap_join_conditions(from: &mut TableWithJoins, ranges: &Ranges) {
     if let TableFactor::NestedJoin {
         table_with_joins, ..
     } = &mut from.relation
     {
-        wrap_join_conditions(table_with_joins);
+        wrap_join_conditions(table_with_joins, ranges);
     }
     for join in &mut from.joins {
         if let TableFactor::NestedJoin {
             table_with_joins, ..
         } = &mut join.relation
         {
-            wrap_join_conditions(table_with_joins);
+            wrap_join_conditions(table_with_joins, ranges);
         }
         use JoinOperator::*;
         if let Join(JoinConstraint::On(on))
@@ -191,18 +237,53 @@ fn wrap_join_conditions(from: &mut TableWithJoins) {
         | RightOuter(JoinConstraint::On(on))
         | FullOuter(JoinConstraint::On(on)) = &mut join.join_operator
         {
-            wrap_maximal(on);
+            fence_filter(on, ranges);
         }
+    }
+}
+
+/// Each conjunct of a filter stays bare when its shape is a plain test (`shape`), with its
+/// column-free operands fenced one by one; any other conjunct becomes `COALESCE(<conjunct>,
+/// NULL)` as a whole, which PostgreSQL never deems leakproof and so runs after the rule.
+/// Only an immutable conjunct folds back, to a constant, which raises nothing when the query
+/// runs. Conjuncts are split so that each plain one keeps its index condition.
+fn fence_filter(expr: &mut Expr, ranges: &Ranges) {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            fence_filter(left, ranges);
+            fence_filter(right, ranges);
+        }
+        Expr::Nested(inner) if is_and(inner) => fence_filter(inner, ranges),
+        _ if plain_test(expr, ranges) => wrap_maximal(expr),
+        _ => {
+            let conjunct = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+            *expr = coalesce_null(conjunct);
+        }
+    }
+}
+
+fn is_and(expr: &Expr) -> bool {
+    match expr {
+        Expr::BinaryOp {
+            op: BinaryOperator::And,
+            ..
+        } => true,
+        Expr::Nested(inner) => is_and(inner),
+        _ => false,
     }
 }
 
 /// A select-list item keeps the name PostgreSQL gave it before the wrap (and before
 /// `subqueries::fence` wrapped a subquery in it).
-fn wrap_item(item: &mut SelectItem, in_set_operation: bool) {
+fn wrap_item(item: &mut SelectItem, in_set_operation: bool, ranges: &Ranges) {
     match item {
         SelectItem::UnnamedExpr(expr) => {
             let before = column_name(fenced_subquery(expr).unwrap_or(expr));
-            wrap_output(expr, in_set_operation);
+            wrap_output(expr, in_set_operation, ranges);
             let after = column_name(expr);
             if let (Some(name), false) = (before.clone(), before == after) {
                 let expr = std::mem::replace(expr, Expr::Value(Value::Null.into()));
@@ -212,7 +293,7 @@ fn wrap_item(item: &mut SelectItem, in_set_operation: bool) {
                 };
             }
         }
-        SelectItem::ExprWithAlias { expr, .. } => wrap_output(expr, in_set_operation),
+        SelectItem::ExprWithAlias { expr, .. } => wrap_output(expr, in_set_operation, ranges),
         _ => {}
     }
 }
@@ -262,14 +343,44 @@ fn fenced_subquery(expr: &Expr) -> Option<&Expr> {
 /// runs after the permission filter. A NULL is wrapped too (`jsonb_build_object(s.z, 1)`
 /// raises on a NULL key), except in a branch of UNION, INTERSECT or EXCEPT, whose NULL takes
 /// its type from the other branches (wrapped, it would be text).
-fn wrap_output(expr: &mut Expr, in_set_operation: bool) {
+fn wrap_output(expr: &mut Expr, in_set_operation: bool, ranges: &Ranges) {
     let null = matches!(expr, Expr::Value(v) if v.value == Value::Null);
-    if !column_free(expr) || (null && in_set_operation) {
+    if null && in_set_operation {
+        return;
+    }
+    if column_free(expr) {
+        let inner = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+        let query = select_query(vec![SelectItem::UnnamedExpr(inner)], vec![]);
+        *expr = coalesce_null(Expr::Subquery(Box::new(query)));
+        return;
+    }
+    // A column is a column wherever it goes. A set-returning function cannot sit in a
+    // COALESCE, and PostgreSQL neither pulls up nor pushes a filter into a query that has one
+    // in its select list.
+    if shape::column(expr, ranges) || holds_set_function(expr) {
         return wrap_maximal(expr);
     }
+    // Anything else may fold to an expression with no column under it once it stands in the
+    // parent's filter (`CASE WHEN false THEN name ELSE 'x'::text::date END`); wrapped, it
+    // folds at most to a constant, and otherwise stays a COALESCE that runs after the rule.
     let inner = std::mem::replace(expr, Expr::Value(Value::Null.into()));
-    let query = select_query(vec![SelectItem::UnnamedExpr(inner)], vec![]);
-    *expr = coalesce_null(Expr::Subquery(Box::new(query)));
+    *expr = coalesce_null(inner);
+}
+
+fn holds_set_function(expr: &Expr) -> bool {
+    struct Sets;
+    impl Visitor for Sets {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Function(f) if last_name(f).is_some_and(|n| SETS.contains(&n.as_str())) => {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    Visit::visit(expr, &mut Sets).is_break()
 }
 
 /// Wraps each largest column-free part of `expr` that could raise. Subqueries are left to their
@@ -382,6 +493,8 @@ fn last_name(f: &Function) -> Option<String> {
 }
 
 mod names;
+mod ranges;
 mod safe;
+mod shape;
 #[cfg(test)]
 mod tests;

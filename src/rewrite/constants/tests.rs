@@ -7,6 +7,66 @@ fn fenced(sql: &str) -> String {
     after_pass(sql, fence)
 }
 
+/// The two passes of layer 5, in the pipeline's order.
+fn both_fences(query: &mut Query) {
+    super::super::subqueries::fence(query);
+    fence(query);
+}
+
+#[test]
+fn conjuncts_that_are_not_plain_tests_are_wrapped_whole() {
+    // What PostgreSQL folds to a cast with no column under it (issue 20): the shape decides,
+    // not whether a column is written.
+    for filter in [
+        "CASE WHEN c.d = 'V' THEN COALESCE('x', c.name)::DATE END IS NULL",
+        "CASE WHEN c.d = 'V' THEN (CASE WHEN false THEN c.name ELSE 'x' END)::DATE END IS NULL",
+        "c.name::DATE = '2024-01-01'",
+        "c.name LIKE 'a%'",
+        "upper(c.name) = 'A'",
+        "c.n + 1 = 2",
+        "(c.d = 'V' OR c.name::INT = 1)",
+        // A whole row, and `s.f` where `s` has no output `f`: the call `f(s)`.
+        "c = c",
+        "s.hash_record = 1",
+    ] {
+        assert_eq!(
+            fenced(&format!("SELECT 1 FROM t AS c, (SELECT 1 AS k) AS s WHERE c.id = 7 AND {filter}")),
+            format!("SELECT 1 FROM t AS c, (SELECT COALESCE((SELECT 1), NULL) AS k) AS s WHERE c.id = 7 AND COALESCE({filter}, NULL)"),
+        );
+    }
+}
+
+#[test]
+fn plain_tests_stay_bare_and_keep_their_index_conditions() {
+    for filter in [
+        "c.id = 7 AND c.d <> 'V' AND c.n BETWEEN 1 AND 5 AND c.d IN ('a', 'b') AND c.e IS NULL",
+        "(c.id = 7 OR c.id = 8) AND NOT c.flag AND c.d = ANY(ARRAY['a', 'b'])",
+        "c.id = s.k AND c.id IN (SELECT id FROM u) AND EXISTS (SELECT 1 FROM u WHERE u.id = c.id)",
+        "created_at >= CURRENT_DATE - INTERVAL '30 days' AND c.id IS DISTINCT FROM 3",
+    ] {
+        let sql = format!("SELECT 1 FROM t AS c, (SELECT u.id AS k FROM u) AS s WHERE {filter}");
+        assert_eq!(fenced(&sql), sql);
+    }
+    // Only the operand that reads no column is fenced; the comparison stays a comparison.
+    assert_eq!(
+        fenced("SELECT 1 FROM t WHERE id = 2 + 3 AND d = random()"),
+        "SELECT 1 FROM t WHERE id = COALESCE(2 + 3, NULL) AND d = COALESCE(random(), NULL)"
+    );
+}
+
+#[test]
+fn inner_outputs_that_could_fold_are_wrapped_and_distinct_order_by_follows() {
+    assert_eq!(
+        fenced("SELECT * FROM (SELECT id, t.d, CASE WHEN false THEN name ELSE 'x' END, upper(name) AS u, unnest(a) FROM t) AS s"),
+        "SELECT * FROM (SELECT id, t.d, COALESCE(CASE WHEN false THEN name ELSE 'x' END, NULL) AS \"case\", \
+         COALESCE(upper(name), NULL) AS u, unnest(a) FROM t) AS s"
+    );
+    assert_eq!(
+        fenced("SELECT * FROM (SELECT DISTINCT upper(name) FROM t ORDER BY upper(name)) AS s"),
+        "SELECT * FROM (SELECT DISTINCT COALESCE(upper(name), NULL) AS upper FROM t ORDER BY COALESCE(upper(name), NULL)) AS s"
+    );
+}
+
 #[test]
 fn column_free_parts_of_filters_are_wrapped_at_every_level() {
     assert_eq!(
@@ -15,7 +75,7 @@ fn column_free_parts_of_filters_are_wrapped_at_every_level() {
     );
     assert_eq!(
         fenced("SELECT a FROM t JOIN u ON u.a = t.a AND u.d = CASE WHEN t.b = 1 THEN ('x' || '')::DATE END"),
-        "SELECT a FROM t JOIN u ON u.a = t.a AND u.d = CASE WHEN t.b = 1 THEN COALESCE(('x' || '')::DATE, NULL) END"
+        "SELECT a FROM t JOIN u ON u.a = t.a AND COALESCE(u.d = CASE WHEN t.b = 1 THEN ('x' || '')::DATE END, NULL)"
     );
     assert_eq!(
         fenced("SELECT a FROM t GROUP BY a HAVING a = 'x' AND random() > 2"),
@@ -101,7 +161,6 @@ fn literals_aggregates_and_the_current_time_are_left_alone() {
         "SELECT a FROM t WHERE d >= CURRENT_DATE - INTERVAL '30 days' AND d < now() + INTERVAL '1' YEAR",
         "SELECT a FROM t WHERE d >= date_trunc('month', now())::DATE - 7 AND e > now()::DATE",
         "SELECT a FROM t GROUP BY a HAVING count(*) > 1 AND sum(b) > 0",
-        "SELECT a FROM t WHERE b = COALESCE((SELECT max(b) FROM u), NULL)",
         "SELECT * FROM (SELECT generate_series(1, 3)::INT AS n, unnest(ARRAY[1, 2])) AS s",
     ];
     for sql in untouched {
@@ -117,6 +176,11 @@ fn literals_aggregates_and_the_current_time_are_left_alone() {
     assert_eq!(
         fenced(&format!("SELECT a FROM t WHERE d > {far}")),
         format!("SELECT a FROM t WHERE d > COALESCE({far}, NULL)")
+    );
+    // rowgate's own COALESCE around a subquery is an operand like any other.
+    assert_eq!(
+        after_pass("SELECT a FROM t WHERE b = (SELECT max(b) FROM u)", both_fences),
+        "SELECT a FROM t WHERE b = COALESCE((SELECT COALESCE(max(b), NULL) AS max FROM u), NULL)"
     );
     let near = "now() - INTERVAL '1000 years' - INTERVAL '1000 years' - INTERVAL '1000 years'";
     let sql = format!("SELECT a FROM t WHERE d > {near}");
