@@ -120,7 +120,12 @@ impl Plan {
             grouping::complete(query, &self.keyed());
         }
         subqueries::fence(query);
-        constants::fence(query);
+        let tables: constants::Tables = self
+            .ctes
+            .iter()
+            .filter_map(|c| Some((c.table.clone(), c.columns.clone()?)))
+            .collect();
+        constants::fence_with(query, &tables);
         let by_position: HashMap<Position, &PlannedReference> =
             self.references.iter().map(|r| (r.at, r)).collect();
         let mut applier = Applier {

@@ -80,7 +80,12 @@ async fn folded_expressions_answer_the_same_whether_or_not_a_hidden_row_exists()
             }
         }
     }
-    assert!(leaks.is_empty(), "the canary changed {} answers:\n{}", leaks.len(), leaks.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "the canary changed {} answers:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
     // The fenced expressions still run on rows the caller sees: the same cast raises there.
     let reply = query(
         &router,

@@ -26,27 +26,36 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    JoinConstraint, JoinOperator, OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor, TableWithJoins, Value, Visit, VisitMut,
-    Visitor, VisitorMut,
+    JoinConstraint, JoinOperator, OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor,
+    TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut,
 };
 
 use sqlparser::tokenizer::Span;
 
 use names::column_name;
 use ranges::Ranges;
+pub(in crate::rewrite) use ranges::Tables;
 use safe::cannot_raise;
-use shape::plain_test;
+use shape::{plain_test, Scope};
 
 use super::grouping::is_aggregate;
 use super::select_query;
 use super::subqueries::{coalesce_null, start, Start};
 use crate::sql::{fold, ident};
 
-/// Wraps the column-free expressions of `query` (see the module doc).
+/// Wraps the column-free expressions of `query` (see the module doc), knowing no policy
+/// table's columns.
+#[cfg(test)]
 pub(super) fn fence(query: &mut Query) {
+    fence_with(query, &Tables::new());
+}
+
+/// The same, with the columns of the policy tables the query reads (so that `SELECT *` over
+/// one has known outputs, and `x.col` on it is a column for certain).
+pub(super) fn fence_with(query: &mut Query, tables: &Tables) {
     let mut outermost = Vec::new();
     selects_of(&query.body, &mut outermost);
-    let ranges = Ranges::of(query);
+    let ranges = Ranges::of(query, tables);
     let _ = VisitMut::visit(
         query,
         &mut Fence {
@@ -92,8 +101,7 @@ impl Fence {
         };
         let at = select.select_token.0.span.start;
         let at = (at.line, at.column);
-        if select.distinct.is_none() || self.outermost.contains(&at) || self.unread.contains(&at)
-        {
+        if select.distinct.is_none() || self.outermost.contains(&at) || self.unread.contains(&at) {
             return;
         }
         let outputs: Vec<&Expr> = select
@@ -192,14 +200,18 @@ impl VisitorMut for Fence {
             // Written by rowgate (the subquery of `wrap_output`): nothing of the agent's here.
             return ControlFlow::Continue(());
         }
+        let scope = Scope {
+            ranges: &self.ranges,
+            local: ranges::local_names(select),
+        };
         for clause in [&mut select.selection, &mut select.having]
             .into_iter()
             .flatten()
         {
-            fence_filter(clause, &self.ranges);
+            fence_filter(clause, &scope);
         }
         for from in &mut select.from {
-            wrap_join_conditions(from, &self.ranges);
+            wrap_join_conditions(from, &scope);
         }
         let at = (at.line, at.column);
         if self.outermost.contains(&at) {
@@ -214,19 +226,19 @@ impl VisitorMut for Fence {
     }
 }
 
-fn wrap_join_conditions(from: &mut TableWithJoins, ranges: &Ranges) {
+fn wrap_join_conditions(from: &mut TableWithJoins, scope: &Scope) {
     if let TableFactor::NestedJoin {
         table_with_joins, ..
     } = &mut from.relation
     {
-        wrap_join_conditions(table_with_joins, ranges);
+        wrap_join_conditions(table_with_joins, scope);
     }
     for join in &mut from.joins {
         if let TableFactor::NestedJoin {
             table_with_joins, ..
         } = &mut join.relation
         {
-            wrap_join_conditions(table_with_joins, ranges);
+            wrap_join_conditions(table_with_joins, scope);
         }
         use JoinOperator::*;
         if let Join(JoinConstraint::On(on))
@@ -237,7 +249,7 @@ fn wrap_join_conditions(from: &mut TableWithJoins, ranges: &Ranges) {
         | RightOuter(JoinConstraint::On(on))
         | FullOuter(JoinConstraint::On(on)) = &mut join.join_operator
         {
-            fence_filter(on, ranges);
+            fence_filter(on, scope);
         }
     }
 }
@@ -247,18 +259,18 @@ fn wrap_join_conditions(from: &mut TableWithJoins, ranges: &Ranges) {
 /// NULL)` as a whole, which PostgreSQL never deems leakproof and so runs after the rule.
 /// Only an immutable conjunct folds back, to a constant, which raises nothing when the query
 /// runs. Conjuncts are split so that each plain one keeps its index condition.
-fn fence_filter(expr: &mut Expr, ranges: &Ranges) {
+fn fence_filter(expr: &mut Expr, scope: &Scope) {
     match expr {
         Expr::BinaryOp {
             left,
             op: BinaryOperator::And,
             right,
         } => {
-            fence_filter(left, ranges);
-            fence_filter(right, ranges);
+            fence_filter(left, scope);
+            fence_filter(right, scope);
         }
-        Expr::Nested(inner) if is_and(inner) => fence_filter(inner, ranges),
-        _ if plain_test(expr, ranges) => wrap_maximal(expr),
+        Expr::Nested(inner) if is_and(inner) => fence_filter(inner, scope),
+        _ if plain_test(expr, scope) => wrap_maximal(expr),
         _ => {
             let conjunct = std::mem::replace(expr, Expr::Value(Value::Null.into()));
             *expr = coalesce_null(conjunct);
@@ -356,8 +368,15 @@ fn wrap_output(expr: &mut Expr, in_set_operation: bool, ranges: &Ranges) {
     }
     // A column is a column wherever it goes. A set-returning function cannot sit in a
     // COALESCE, and PostgreSQL neither pulls up nor pushes a filter into a query that has one
-    // in its select list.
-    if shape::column(expr, ranges) || holds_set_function(expr) {
+    // in its select list. An aggregate or window function is computed from the rows that passed
+    // every filter, and a parent's filter on it stays above that computation (kept bare, a
+    // window function's output still stops the window early: `WHERE r <= 3`).
+    let after_filters = matches!(expr, Expr::Function(f) if runs_after_filters(f));
+    if shape::column(expr, ranges)
+        || fenced_subquery(expr).is_some()
+        || after_filters
+        || holds_set_function(expr)
+    {
         return wrap_maximal(expr);
     }
     // Anything else may fold to an expression with no column under it once it stands in the

@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Query, SelectItem, SetExpr, TableFactor, Visit, Visitor};
+use sqlparser::ast::{
+    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor,
+    TableWithJoins, Visit, Visitor,
+};
 
 use super::names::column_name;
 use crate::sql::fold;
@@ -19,9 +22,12 @@ pub(super) struct Ranges {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Kind {
-    /// A policy table or a function in FROM: resolve has already refused `name.x` where `x`
-    /// is not one of its columns (the serving side knows every policy table's columns).
+    /// A policy table: resolve has already refused `name.x` where `x` is not one of its
+    /// columns (the serving side knows every policy table's columns).
     Columns,
+    /// A function in FROM: resolve allows only its known columns, but PostgreSQL may replace
+    /// a call it can fold by the constant, as it does a subquery's output.
+    Function,
     /// A subquery or CTE whose output names are these.
     Outputs(Vec<String>),
     /// A subquery or CTE whose outputs are not known here (a `*`, an unnamed expression).
@@ -29,14 +35,19 @@ enum Kind {
 }
 
 impl Ranges {
-    pub(super) fn of(query: &Query) -> Ranges {
-        let mut ctes = HashMap::new();
-        let _ = Visit::visit(query, &mut CteOutputs { out: &mut ctes });
+    /// `tables`: the columns of each policy table the query reads, where known (the serving
+    /// side knows them all), so that `SELECT *` over one has known outputs.
+    pub(super) fn of(query: &Query, tables: &Tables) -> Ranges {
+        let mut known = Known {
+            ctes: HashMap::new(),
+            tables,
+        };
+        let _ = Visit::visit(query, &mut CteOutputs { known: &mut known });
         let mut ranges = Ranges::default();
         let _ = Visit::visit(
             query,
             &mut Names {
-                ctes: &ctes,
+                known: &known,
                 ranges: &mut ranges,
             },
         );
@@ -51,10 +62,16 @@ impl Ranges {
     /// Is `qualifier.column` certainly a column, never a function call?
     pub(super) fn is_column(&self, qualifier: &str, column: &str) -> bool {
         match self.kinds.get(qualifier) {
-            Some(Kind::Columns) => true,
+            Some(Kind::Columns | Kind::Function) => true,
             Some(Kind::Outputs(names)) => names.iter().any(|n| n == column),
             Some(Kind::Unknown) | None => false,
         }
+    }
+
+    /// Is `qualifier.x` a column of a policy table (never a subquery's or function's output,
+    /// which PostgreSQL may replace by the expression that computes it)?
+    pub(super) fn is_table(&self, qualifier: &str) -> bool {
+        self.kinds.get(qualifier) == Some(&Kind::Columns)
     }
 
     /// The same name used for several FROM items (at different levels) keeps only what all of
@@ -63,6 +80,9 @@ impl Ranges {
         let merged = match (self.kinds.remove(&name), kind) {
             (None, kind) => kind,
             (Some(Kind::Columns), Kind::Columns) => Kind::Columns,
+            (Some(Kind::Columns | Kind::Function), Kind::Columns | Kind::Function) => {
+                Kind::Function
+            }
             (Some(Kind::Outputs(a)), Kind::Outputs(b)) => {
                 Kind::Outputs(a.into_iter().filter(|n| b.contains(n)).collect())
             }
@@ -72,39 +92,167 @@ impl Ranges {
     }
 }
 
-/// The output names of every agent CTE, by name (`None` when unknown).
-struct CteOutputs<'a> {
-    out: &'a mut HashMap<String, Option<Vec<String>>>,
+/// Policy table name → its columns.
+pub(in crate::rewrite) type Tables = HashMap<String, Vec<String>>;
+
+/// What is known of the outputs of agent CTEs (by name; `None` when unknown) and of policy
+/// tables.
+struct Known<'a> {
+    ctes: HashMap<String, Option<Vec<String>>>,
+    tables: &'a Tables,
 }
 
-impl Visitor for CteOutputs<'_> {
+impl Known<'_> {
+    /// The output names of a query, as PostgreSQL names them; `None` when this does not know
+    /// them all (an expression whose name is not figured here, a `*` over something unknown).
+    fn outputs(&self, query: &Query) -> Option<Vec<String>> {
+        self.body_outputs(&query.body)
+    }
+
+    fn body_outputs(&self, body: &SetExpr) -> Option<Vec<String>> {
+        match body {
+            SetExpr::Select(select) => {
+                let mut names = Vec::new();
+                for item in &select.projection {
+                    match item {
+                        SelectItem::ExprWithAlias { alias, .. } => names.push(fold(alias)),
+                        SelectItem::UnnamedExpr(expr) => names.push(column_name(expr)?),
+                        SelectItem::Wildcard(_) => {
+                            for from in &select.from {
+                                for factor in factors(from) {
+                                    names.extend(self.factor_columns(factor)?);
+                                }
+                            }
+                        }
+                        SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(name),
+                            _,
+                        ) => {
+                            let qualifier = name.0.last()?.as_ident().map(fold)?;
+                            let factor =
+                                select.from.iter().flat_map(factors).find(|f| {
+                                    range_name(f).as_deref() == Some(qualifier.as_str())
+                                })?;
+                            names.extend(self.factor_columns(factor)?);
+                        }
+                        _ => return None,
+                    }
+                }
+                Some(names)
+            }
+            SetExpr::Query(inner) => self.outputs(inner),
+            SetExpr::SetOperation { left, .. } => self.body_outputs(left),
+            SetExpr::Values(values) => {
+                let width = values.rows.first()?.content.len();
+                Some((1..=width).map(|i| format!("column{i}")).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// The columns a FROM item brings, where known.
+    fn factor_columns(&self, factor: &TableFactor) -> Option<Vec<String>> {
+        match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
+                if let Some(alias) = alias.as_ref().filter(|a| !a.columns.is_empty()) {
+                    return Some(alias.columns.iter().map(|c| fold(&c.name)).collect());
+                }
+                let written = name.0.last()?.as_ident().map(fold)?;
+                match self.ctes.get(&written) {
+                    Some(cte) => cte.clone(),
+                    None => self.tables.get(&written).cloned(),
+                }
+            }
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => match alias.as_ref().map(|a| a.columns.as_slice()) {
+                Some(columns) if !columns.is_empty() => {
+                    Some(columns.iter().map(|c| fold(&c.name)).collect())
+                }
+                _ => self.outputs(subquery),
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The names of the FROM items of one SELECT (its own level, not outer ones).
+pub(super) fn local_names(select: &Select) -> Vec<String> {
+    select
+        .from
+        .iter()
+        .flat_map(factors)
+        .filter_map(range_name)
+        .collect()
+}
+
+/// A FROM clause's items, joins and nested joins flattened.
+fn factors(from: &TableWithJoins) -> Vec<&TableFactor> {
+    let mut out = Vec::new();
+    for factor in std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation)) {
+        match factor {
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => out.extend(factors(table_with_joins)),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The name the rest of the query uses for a FROM item.
+fn range_name(factor: &TableFactor) -> Option<String> {
+    match factor {
+        TableFactor::Table { name, alias, .. } => match alias {
+            Some(alias) => Some(fold(&alias.name)),
+            None => name.0.last()?.as_ident().map(fold),
+        },
+        TableFactor::Derived { alias, .. } | TableFactor::Function { alias, .. } => {
+            alias.as_ref().map(|a| fold(&a.name))
+        }
+        _ => None,
+    }
+}
+
+/// Notes the output names of every agent CTE, in the order a query's CTEs are written (a
+/// later one may read an earlier one).
+struct CteOutputs<'a, 'b> {
+    known: &'a mut Known<'b>,
+}
+
+impl Visitor for CteOutputs<'_, '_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         for cte in query.with.iter().flat_map(|w| &w.cte_tables) {
             let names = match cte.alias.columns.as_slice() {
-                [] => outputs(&cte.query),
+                [] => self.known.outputs(&cte.query),
                 columns => Some(columns.iter().map(|c| fold(&c.name)).collect()),
             };
             let name = fold(&cte.alias.name);
             // Two CTEs of one name (at different levels): only what both have.
-            let merged = match self.out.remove(&name) {
+            let merged = match self.known.ctes.remove(&name) {
                 None => names,
                 Some(Some(a)) => names.map(|b| a.into_iter().filter(|n| b.contains(n)).collect()),
                 Some(None) => None,
             };
-            self.out.insert(name, merged);
+            self.known.ctes.insert(name, merged);
         }
         ControlFlow::Continue(())
     }
 }
 
-struct Names<'a> {
-    ctes: &'a HashMap<String, Option<Vec<String>>>,
+struct Names<'a, 'b> {
+    known: &'a Known<'b>,
     ranges: &'a mut Ranges,
 }
 
-impl Visitor for Names<'_> {
+impl Visitor for Names<'_, '_> {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
@@ -118,19 +266,26 @@ impl Visitor for Names<'_> {
                     .and_then(|p| p.as_ident())
                     .map(fold)
                     .unwrap_or_default();
-                let kind = match (args, self.ctes.get(&written)) {
+                let kind = match (args, self.known.ctes.get(&written)) {
                     // A name that is some agent CTE's is taken as that CTE (the safe side).
                     (None, Some(Some(names))) => Kind::Outputs(names.clone()),
                     (None, Some(None)) => Kind::Unknown,
-                    _ => Kind::Columns,
+                    (None, None) => Kind::Columns,
+                    (Some(_), _) => Kind::Function,
                 };
                 let kind = match alias {
-                    Some(a) if !a.columns.is_empty() && kind != Kind::Columns => {
+                    Some(a)
+                        if !a.columns.is_empty()
+                            && matches!(kind, Kind::Outputs(_) | Kind::Unknown) =>
+                    {
                         Kind::Outputs(a.columns.iter().map(|c| fold(&c.name)).collect())
                     }
                     _ => kind,
                 };
-                (alias.as_ref().map(|a| fold(&a.name)).unwrap_or(written), kind)
+                (
+                    alias.as_ref().map(|a| fold(&a.name)).unwrap_or(written),
+                    kind,
+                )
             }
             TableFactor::Derived {
                 subquery, alias, ..
@@ -139,7 +294,10 @@ impl Visitor for Names<'_> {
                     return ControlFlow::Continue(());
                 };
                 let kind = match alias.columns.as_slice() {
-                    [] => outputs(subquery).map_or(Kind::Unknown, Kind::Outputs),
+                    [] => self
+                        .known
+                        .outputs(subquery)
+                        .map_or(Kind::Unknown, Kind::Outputs),
                     columns => Kind::Outputs(columns.iter().map(|c| fold(&c.name)).collect()),
                 };
                 (fold(&alias.name), kind)
@@ -147,7 +305,7 @@ impl Visitor for Names<'_> {
             TableFactor::Function { alias, name, .. } => {
                 let written = name.0.last().and_then(|p| p.as_ident()).map(fold);
                 match alias.as_ref().map(|a| fold(&a.name)).or(written) {
-                    Some(name) => (name, Kind::Columns),
+                    Some(name) => (name, Kind::Function),
                     None => return ControlFlow::Continue(()),
                 }
             }
@@ -169,30 +327,4 @@ fn factor_alias(factor: &TableFactor) -> Option<String> {
         TableFactor::NestedJoin { alias, .. } => alias.as_ref().map(|a| fold(&a.name)),
         _ => None,
     }
-}
-
-/// The output names of a query, as PostgreSQL names them; `None` when this does not know them
-/// all (a `*`, an expression whose name is not figured here).
-fn outputs(query: &Query) -> Option<Vec<String>> {
-    fn of(body: &SetExpr) -> Option<Vec<String>> {
-        match body {
-            SetExpr::Select(select) => select
-                .projection
-                .iter()
-                .map(|item| match item {
-                    SelectItem::ExprWithAlias { alias, .. } => Some(fold(alias)),
-                    SelectItem::UnnamedExpr(expr) => column_name(expr),
-                    _ => None,
-                })
-                .collect(),
-            SetExpr::Query(inner) => outputs(inner),
-            SetExpr::SetOperation { left, .. } => of(left),
-            SetExpr::Values(values) => {
-                let width = values.rows.first()?.content.len();
-                Some((1..=width).map(|i| format!("column{i}")).collect())
-            }
-            _ => None,
-        }
-    }
-    of(&query.body)
 }

@@ -16,13 +16,20 @@
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
 
 use super::ranges::Ranges;
+use super::safe::cannot_raise;
 use super::{column_free, fenced_subquery, runs_after_filters};
 use crate::sql::fold;
 
+/// Where a filter stands: the query's FROM-item names, and those of its own level.
+pub(super) struct Scope<'a> {
+    pub ranges: &'a Ranges,
+    pub local: Vec<String>,
+}
+
 /// May `expr`, a conjunct of a WHERE, HAVING or JOIN ... ON, stay bare?
-pub(super) fn plain_test(expr: &Expr, ranges: &Ranges) -> bool {
-    let test = |e: &Expr| plain_test(e, ranges);
-    let operand = |e: &Expr| operand(e, ranges);
+pub(super) fn plain_test(expr: &Expr, scope: &Scope) -> bool {
+    let test = |e: &Expr| plain_test(e, scope);
+    let operand = |e: &Expr| operand(e, scope);
     match expr {
         Expr::Nested(inner) => test(inner),
         Expr::UnaryOp {
@@ -91,15 +98,57 @@ fn comparison(op: &BinaryOperator) -> bool {
     )
 }
 
-/// A column, an expression that reads no column, an aggregate, or a subquery rowgate fenced.
-fn operand(expr: &Expr, ranges: &Ranges) -> bool {
+/// A column, an expression that reads no column, an aggregate, a subquery rowgate fenced, or
+/// arithmetic and casts of this level's table columns.
+fn operand(expr: &Expr, scope: &Scope) -> bool {
+    let ranges = scope.ranges;
     match expr {
-        Expr::Nested(inner) => operand(inner, ranges),
+        Expr::Nested(inner) => operand(inner, scope),
         Expr::Value(v) => !matches!(v.value, Value::Placeholder(_)),
         // An aggregate's or window function's arguments run on the rows that passed every
         // filter of its level, the rule's included.
         Expr::Function(f) if runs_after_filters(f) => true,
-        _ => column(expr, ranges) || fenced_subquery(expr).is_some() || column_free(expr),
+        _ => {
+            column(expr, ranges)
+                || fenced_subquery(expr).is_some()
+                || column_free(expr)
+                || arithmetic(expr, scope)
+        }
+    }
+}
+
+/// `o.id + 1`, `t.happened_at::date`, `-i.amount * 2`: operators and casts over columns of a
+/// policy table (or FROM function) of this very level and literals. Those columns are plain
+/// columns to PostgreSQL (not an outer query's value, not a subquery's output it may replace),
+/// and an operator or a cast never drops an argument when it folds, so a column stays under
+/// every function here: PostgreSQL runs the whole after the rule unless it is leakproof.
+fn arithmetic(expr: &Expr, scope: &Scope) -> bool {
+    match expr {
+        Expr::Nested(inner) => arithmetic(inner, scope),
+        Expr::Cast { expr, .. } => arithmetic(expr, scope),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus | UnaryOperator::Plus,
+            expr,
+        } => arithmetic(expr, scope),
+        Expr::BinaryOp {
+            left,
+            op:
+                BinaryOperator::Plus
+                | BinaryOperator::Minus
+                | BinaryOperator::Multiply
+                | BinaryOperator::Divide
+                | BinaryOperator::Modulo
+                | BinaryOperator::StringConcat,
+            right,
+        } => arithmetic(left, scope) && arithmetic(right, scope),
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [qualifier, _] | [_, qualifier, _] => {
+                let qualifier = fold(qualifier);
+                scope.local.contains(&qualifier) && scope.ranges.is_table(&qualifier)
+            }
+            _ => false,
+        },
+        other => cannot_raise(other),
     }
 }
 
@@ -108,8 +157,11 @@ fn operand(expr: &Expr, ranges: &Ranges) -> bool {
 pub(super) fn column(expr: &Expr, ranges: &Ranges) -> bool {
     match expr {
         Expr::Identifier(ident) => !ranges.is_range(&fold(ident)),
+        // `schema.table.column` names a policy table's column (resolve allows no other).
         Expr::CompoundIdentifier(parts) => match parts.as_slice() {
-            [qualifier, name] => ranges.is_column(&fold(qualifier), &fold(name)),
+            [qualifier, name] | [_, qualifier, name] => {
+                ranges.is_column(&fold(qualifier), &fold(name))
+            }
             _ => false,
         },
         _ => false,

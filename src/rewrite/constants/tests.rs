@@ -20,11 +20,12 @@ fn conjuncts_that_are_not_plain_tests_are_wrapped_whole() {
     for filter in [
         "CASE WHEN c.d = 'V' THEN COALESCE('x', c.name)::DATE END IS NULL",
         "CASE WHEN c.d = 'V' THEN (CASE WHEN false THEN c.name ELSE 'x' END)::DATE END IS NULL",
-        "c.name::DATE = '2024-01-01'",
         "c.name LIKE 'a%'",
         "upper(c.name) = 'A'",
-        "c.n + 1 = 2",
-        "(c.d = 'V' OR c.name::INT = 1)",
+        // A subquery's output may be replaced by a constant, which a cast would then parse.
+        "s.k::DATE = '2024-01-01'",
+        "s.k + 1 = 2",
+        "(c.d = 'V' OR upper(c.name) = 'A')",
         // A whole row, and `s.f` where `s` has no output `f`: the call `f(s)`.
         "c = c",
         "s.hash_record = 1",
@@ -43,10 +44,18 @@ fn plain_tests_stay_bare_and_keep_their_index_conditions() {
         "(c.id = 7 OR c.id = 8) AND NOT c.flag AND c.d = ANY(ARRAY['a', 'b'])",
         "c.id = s.k AND c.id IN (SELECT id FROM u) AND EXISTS (SELECT 1 FROM u WHERE u.id = c.id)",
         "created_at >= CURRENT_DATE - INTERVAL '30 days' AND c.id IS DISTINCT FROM 3",
+        // Casts and arithmetic of this level's table columns keep a column under every call.
+        "c.name::DATE = '2024-01-01' AND c.n + 1 = 2 AND -c.n * 2 < c.m",
     ] {
         let sql = format!("SELECT 1 FROM t AS c, (SELECT u.id AS k FROM u) AS s WHERE {filter}");
         assert_eq!(fenced(&sql), sql);
     }
+    // An outer query's column is a constant to the inner query: a cast of it is wrapped.
+    assert_eq!(
+        fenced("SELECT (SELECT 1 FROM u WHERE u.d = t.name::DATE AND u.id = t.id) FROM t"),
+        "SELECT (SELECT COALESCE((SELECT 1), NULL) AS \"?column?\" FROM u \
+         WHERE COALESCE(u.d = t.name::DATE, NULL) AND u.id = t.id) FROM t"
+    );
     // Only the operand that reads no column is fenced; the comparison stays a comparison.
     assert_eq!(
         fenced("SELECT 1 FROM t WHERE id = 2 + 3 AND d = random()"),
@@ -179,8 +188,11 @@ fn literals_aggregates_and_the_current_time_are_left_alone() {
     );
     // rowgate's own COALESCE around a subquery is an operand like any other.
     assert_eq!(
-        after_pass("SELECT a FROM t WHERE b = (SELECT max(b) FROM u)", both_fences),
-        "SELECT a FROM t WHERE b = COALESCE((SELECT COALESCE(max(b), NULL) AS max FROM u), NULL)"
+        after_pass(
+            "SELECT a FROM t WHERE b = (SELECT max(b) FROM u)",
+            both_fences
+        ),
+        "SELECT a FROM t WHERE b = COALESCE((SELECT max(b) FROM u), NULL)"
     );
     let near = "now() - INTERVAL '1000 years' - INTERVAL '1000 years' - INTERVAL '1000 years'";
     let sql = format!("SELECT a FROM t WHERE d > {near}");
@@ -188,5 +200,26 @@ fn literals_aggregates_and_the_current_time_are_left_alone() {
     assert_eq!(
         fenced("SELECT a FROM t WHERE d > CURRENT_DATE - 999999999"),
         "SELECT a FROM t WHERE d > COALESCE(CURRENT_DATE - 999999999, NULL)"
+    );
+}
+
+#[test]
+fn a_star_over_a_policy_table_has_that_tables_columns() {
+    let fenced_with = |sql: &str, tables: &Tables| {
+        let mut statements = sqlparser::parser::Parser::parse_sql(&crate::sql::DIALECT, sql)
+            .expect("test SQL parses");
+        let Some(sqlparser::ast::Statement::Query(query)) = statements.first_mut() else {
+            panic!("not a query: {sql}")
+        };
+        fence_with(query, tables);
+        query.to_string()
+    };
+    let sql = "WITH x AS (SELECT * FROM t) SELECT x.b FROM x JOIN u ON u.a = x.id";
+    let tables = Tables::from([("t".to_string(), vec!["id".to_string(), "b".to_string()])]);
+    assert_eq!(fenced_with(sql, &tables), sql);
+    // Not knowing `t`'s columns, `x.id` could be the call `id(x)`.
+    assert_eq!(
+        fenced_with(sql, &Tables::new()),
+        "WITH x AS (SELECT * FROM t) SELECT x.b FROM x JOIN u ON COALESCE(u.a = x.id, NULL)"
     );
 }
