@@ -330,7 +330,12 @@ pub const TEMPLATES: &[(&str, &str, &str)] = &[
 /// The query of `template` for one generated filter (and, where the template has one, a
 /// generated text output `{value}`, read through `{other}`).
 pub fn instantiate(rng: &mut Rng, template: &str, other: &str) -> String {
-    let filter = filter(rng).replace("{other}", other);
+    let mut filter = filter(rng);
+    // Unqualified names too, where no other FROM item has the same columns.
+    if !template.contains("JOIN") && rng.chance(30) {
+        filter = filter.replace("h.", "");
+    }
+    let filter = filter.replace("{other}", other);
     // The output is computed in the subquery, where `{other}` is not in scope.
     // The output is computed in a subquery over `staff` without an alias.
     let output = value(rng, Ty::Text, 2)

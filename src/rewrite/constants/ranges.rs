@@ -18,6 +18,8 @@ use crate::sql::fold;
 #[derive(Debug, Default)]
 pub(super) struct Ranges {
     kinds: HashMap<String, Kind>,
+    /// The known columns of the policy tables, by the name the query gives them.
+    table_columns: HashMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +74,15 @@ impl Ranges {
     /// which PostgreSQL may replace by the expression that computes it)?
     pub(super) fn is_table(&self, qualifier: &str) -> bool {
         self.kinds.get(qualifier) == Some(&Kind::Columns)
+    }
+
+    /// Is `column` a known column of the policy table the query calls `qualifier`?
+    pub(super) fn table_has(&self, qualifier: &str, column: &str) -> bool {
+        self.is_table(qualifier)
+            && self
+                .table_columns
+                .get(qualifier)
+                .is_some_and(|columns| columns.iter().any(|c| c == column))
     }
 
     /// The same name used for several FROM items (at different levels) keeps only what all of
@@ -282,10 +293,22 @@ impl Visitor for Names<'_, '_> {
                     }
                     _ => kind,
                 };
-                (
-                    alias.as_ref().map(|a| fold(&a.name)).unwrap_or(written),
-                    kind,
-                )
+                let name = alias
+                    .as_ref()
+                    .map(|a| fold(&a.name))
+                    .unwrap_or(written.clone());
+                if kind == Kind::Columns {
+                    let columns = self.known.tables.get(&written).cloned().unwrap_or_default();
+                    let kept = match self.ranges.table_columns.remove(&name) {
+                        Some(earlier) => columns
+                            .into_iter()
+                            .filter(|c| earlier.contains(c))
+                            .collect(),
+                        None => columns,
+                    };
+                    self.ranges.table_columns.insert(name.clone(), kept);
+                }
+                (name, kind)
             }
             TableFactor::Derived {
                 subquery, alias, ..

@@ -148,6 +148,15 @@ fn arithmetic(expr: &Expr, scope: &Scope) -> bool {
             }
             _ => false,
         },
+        // Unqualified, a name is this level's when one of its tables has that column
+        // (PostgreSQL looks in the innermost level first).
+        Expr::Identifier(ident) => {
+            let column = fold(ident);
+            scope
+                .local
+                .iter()
+                .any(|q| scope.ranges.table_has(q, &column))
+        }
         other => cannot_raise(other),
     }
 }

@@ -217,6 +217,14 @@ fn a_star_over_a_policy_table_has_that_tables_columns() {
     let sql = "WITH x AS (SELECT * FROM t) SELECT x.b FROM x JOIN u ON u.a = x.id";
     let tables = Tables::from([("t".to_string(), vec!["id".to_string(), "b".to_string()])]);
     assert_eq!(fenced_with(sql, &tables), sql);
+    // A known column of this level's table, unqualified, may be cast and computed with; a
+    // name it does not have may be an outer query's.
+    let inner = "SELECT (SELECT 1 FROM t WHERE b = id / 2 AND b = c::INT) FROM u";
+    assert_eq!(
+        fenced_with(inner, &tables),
+        "SELECT (SELECT COALESCE((SELECT 1), NULL) AS \"?column?\" FROM t WHERE b = id / 2 \
+         AND COALESCE(b = c::INT, NULL)) FROM u"
+    );
     // Not knowing `t`'s columns, `x.id` could be the call `id(x)`.
     assert_eq!(
         fenced_with(sql, &Tables::new()),
