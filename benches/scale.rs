@@ -22,6 +22,8 @@
 
 #[path = "common/http.rs"]
 mod http;
+#[path = "scale/layer5.rs"]
+mod layer5;
 #[path = "scale/load.rs"]
 mod load;
 #[path = "scale/questions.rs"]
@@ -236,6 +238,30 @@ const FAST_RUNS: usize = 41;
 
 /// Runs `explain` until `runs` answers (fewer for slow queries, more for fast ones) and takes
 /// the median.
+/// The rowgate arm: `sql` (a rewrite) explained through the gateway's executor, as the serving
+/// role inside the gateway's fence.
+async fn timed_rowgate(
+    executor: &Executor,
+    user: &str,
+    version: &str,
+    sql: &str,
+    runs: usize,
+) -> Timing {
+    let sql = format!("{EXPLAIN}{sql}");
+    timed(
+        || async {
+            let out = executor
+                .run(user, version, &sql, 10)
+                .await
+                .map_err(|e| e.to_string())?;
+            let row = out.rows.first().ok_or("no EXPLAIN output")?;
+            Ok(row.get::<_, Value>(0))
+        },
+        runs,
+    )
+    .await
+}
+
 async fn timed<F, Fut>(mut explain: F, runs: usize) -> Timing
 where
     F: FnMut() -> Fut,
@@ -368,27 +394,21 @@ async fn main() {
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut plans = Vec::new();
+    let mut ab = Vec::new();
     for q in &chosen {
         let rewritten = match rowgate::pipeline::rewrite(&q.agent, &policy, &limits) {
-            Ok(r) => r.sql,
+            Ok(r) => {
+                if let Some(bare) = layer5::unwrapped(&r.query) {
+                    ab.push((q.id, r.sql.clone(), bare));
+                }
+                r.sql
+            }
             Err(e) => {
                 println!("| {} | {} | refused: {e} | | | | | | | | |", q.id, q.what);
                 continue;
             }
         };
-        let rg_sql = format!("{EXPLAIN}{rewritten}");
-        let rg = timed(
-            || async {
-                let out = executor
-                    .run(&args.user, &policy.version, &rg_sql, 10)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let row = out.rows.first().ok_or("no EXPLAIN output")?;
-                Ok(row.get::<_, Value>(0))
-            },
-            runs,
-        )
-        .await;
+        let rg = timed_rowgate(&executor, &args.user, &policy.version, &rewritten, runs).await;
         let rls_sql = format!("{EXPLAIN}{}", q.agent);
         let rl = timed(
             || async {
@@ -473,6 +493,34 @@ async fn main() {
             materialized.join(", ")
         }
     );
+    if !ab.is_empty() {
+        println!("\nLayer 5 A/B: the fenced rewrite against the same with its wrapped conjuncts bare (alternating, same run):\n");
+        println!("| # | fenced ms | bare ms | fenced/bare | fenced plan | bare plan |");
+        println!("|---|---:|---:|---:|---|---|");
+    }
+    for (id, fenced, bare) in &ab {
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let (mut with_shape, mut without_shape) = (String::new(), String::new());
+        for _ in 0..3 {
+            for (sql, out, shape) in [
+                (fenced, &mut with, &mut with_shape),
+                (bare, &mut without, &mut without_shape),
+            ] {
+                let t = timed_rowgate(&executor, &args.user, &policy.version, sql, runs).await;
+                out.push(t.median_ms);
+                *shape = t.shape;
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (f, b) = (median(&mut with), median(&mut without));
+        println!(
+            "| {id} | {f:.2} | {b:.2} | {:.2} | {with_shape} | {without_shape} |",
+            f / b
+        );
+    }
     println!("load average after: {}", uptime());
 
     if args.load {

@@ -21,7 +21,7 @@ mod harness;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::{stream, StreamExt};
-use grammar::{instantiate, Rng, TEMPLATES};
+use grammar::{instantiate, Rng, KNOWN, TEMPLATES};
 use harness::{CorpusDb, RLS_SETTING};
 use rowgate::execute::{ExecuteError, Executor};
 use rowgate::parse::Limits;
@@ -135,19 +135,27 @@ async fn no_generated_filter_answers_differently_once_a_hidden_row_exists() {
 
     let mut rng = Rng::new(seed);
     let limits = Limits::default();
+    let case = |template: &'static str, caller: &'static str, sql: String| Case {
+        template,
+        caller,
+        rewritten: rowgate::pipeline::rewrite(&sql, &db.policy, &limits)
+            .ok()
+            .map(|r| r.sql),
+        sql,
+    };
     let mut cases = Vec::new();
+    for (i, filter) in KNOWN.iter().enumerate() {
+        for (template, sql, other) in TEMPLATES {
+            let sql = sql
+                .replace("{filter}", &filter.replace("{other}", other))
+                .replace("{value}", "COALESCE('x', name)");
+            cases.push(case(template, CALLERS[i % CALLERS.len()], sql));
+        }
+    }
     for i in 0..per_template {
         for (template, sql, other) in TEMPLATES {
             let sql = instantiate(&mut rng, sql, other);
-            let rewritten = rowgate::pipeline::rewrite(&sql, &db.policy, &limits)
-                .ok()
-                .map(|r| r.sql);
-            cases.push(Case {
-                template,
-                caller: CALLERS[(i as usize) % CALLERS.len()],
-                sql,
-                rewritten,
-            });
+            cases.push(case(template, CALLERS[(i as usize) % CALLERS.len()], sql));
         }
     }
 
@@ -194,10 +202,12 @@ async fn no_generated_filter_answers_differently_once_a_hidden_row_exists() {
         }
     }
     let report = format!(
-        "seed {seed}: {} generated filters ({per_template} per template, {} templates), \
+        "seed {seed}: {} filters ({} known ones and {per_template} generated ones per template, \
+         {} templates), \
          {accepted} accepted by rowgate and run before and after the canary ({raised} of them \
          answered an error), {} answers changed; plain row-level security: {} changed",
         cases.len(),
+        KNOWN.len(),
         TEMPLATES.len(),
         leaks.len(),
         control_leaks.len()

@@ -278,6 +278,23 @@ fn raising(rng: &mut Rng, ty: Ty, d: u32) -> String {
     }
 }
 
+/// The spellings of issue 20, and the attacks of earlier reviews, as filters over `h`: every
+/// template runs each of them before the generated ones.
+pub const KNOWN: &[&str] = &[
+    "CASE WHEN h.team = 'vault' THEN COALESCE('x', h.name)::date END IS NULL",
+    "CASE WHEN h.team = 'vault' THEN (CASE WHEN false THEN h.name ELSE 'x' END)::date END IS NULL",
+    "CASE WHEN h.team = 'vault' THEN (CASE WHEN h.name IS NULL OR true THEN 'x' END)::date END IS NULL",
+    "CASE WHEN h.team = 'vault' THEN {other}::date END IS NULL",
+    "h.team = 'vault' AND COALESCE('x', h.name)::int = 1",
+    "h.team = 'vault' AND COALESCE('{', h.name)::jsonb IS NULL",
+    "h.team = 'vault' AND h.level = random()::int / 0",
+    "CASE WHEN h.team = 'vault' THEN ('x' || '')::date END IS NULL",
+    "h.team = 'vault' AND h.born = make_date(COALESCE(0, h.level), 1, 1)",
+    "h.team = 'vault' AND h.level = h.level + 2147483647",
+    "h.team = 'vault' AND split_part(COALESCE('a', h.name), ',', 0) = ''",
+    "h.team = 'vault' AND jsonb_build_object(NULLIF('k', COALESCE('k', h.name)), 1) IS NULL",
+];
+
 /// The query templates: where the filter goes, and what `{other}` is there.
 pub const TEMPLATES: &[(&str, &str, &str)] = &[
     (
