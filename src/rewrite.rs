@@ -123,7 +123,7 @@ impl Plan {
         let tables: constants::Tables = self
             .ctes
             .iter()
-            .filter_map(|c| Some((c.table.clone(), c.columns.clone()?)))
+            .filter_map(|c| Some((c.table.as_str(), c.columns.as_deref()?)))
             .collect();
         constants::fence_with(query, &tables);
         let by_position: HashMap<Position, &PlannedReference> =

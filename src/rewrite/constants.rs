@@ -25,7 +25,7 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    BinaryOperator, Distinct, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
     JoinConstraint, JoinOperator, OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor,
     TableWithJoins, Value, Visit, VisitMut, Visitor, VisitorMut,
 };
@@ -101,7 +101,9 @@ impl Fence {
         };
         let at = select.select_token.0.span.start;
         let at = (at.line, at.column);
-        if select.distinct.is_none() || self.outermost.contains(&at) || self.unread.contains(&at) {
+        // DISTINCT ON asks no such thing, but that its expressions match the ORDER BY's first.
+        let plain_distinct = matches!(select.distinct, Some(Distinct::Distinct));
+        if !plain_distinct || self.outermost.contains(&at) || self.unread.contains(&at) {
             return;
         }
         let outputs: Vec<&Expr> = select

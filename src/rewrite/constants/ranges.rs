@@ -40,20 +40,15 @@ impl Ranges {
     /// `tables`: the columns of each policy table the query reads, where known (the serving
     /// side knows them all), so that `SELECT *` over one has known outputs.
     pub(super) fn of(query: &Query, tables: &Tables) -> Ranges {
-        let mut known = Known {
-            ctes: HashMap::new(),
-            tables,
-        };
-        let _ = Visit::visit(query, &mut CteOutputs { known: &mut known });
-        let mut ranges = Ranges::default();
-        let _ = Visit::visit(
-            query,
-            &mut Names {
-                known: &known,
-                ranges: &mut ranges,
+        let mut names = Names {
+            known: Known {
+                ctes: HashMap::new(),
+                tables,
             },
-        );
-        ranges
+            ranges: Ranges::default(),
+        };
+        let _ = Visit::visit(query, &mut names);
+        names.ranges
     }
 
     /// Is `name` the name of a FROM item (so that, alone, it may be a whole row)?
@@ -104,13 +99,13 @@ impl Ranges {
 }
 
 /// Policy table name → its columns.
-pub(in crate::rewrite) type Tables = HashMap<String, Vec<String>>;
+pub(in crate::rewrite) type Tables<'a> = HashMap<&'a str, &'a [String]>;
 
 /// What is known of the outputs of agent CTEs (by name; `None` when unknown) and of policy
 /// tables.
 struct Known<'a> {
     ctes: HashMap<String, Option<Vec<String>>>,
-    tables: &'a Tables,
+    tables: &'a Tables<'a>,
 }
 
 impl Known<'_> {
@@ -176,7 +171,7 @@ impl Known<'_> {
                 let written = name.0.last()?.as_ident().map(fold)?;
                 match self.ctes.get(&written) {
                     Some(cte) => cte.clone(),
-                    None => self.tables.get(&written).cloned(),
+                    None => self.tables.get(written.as_str()).map(|c| c.to_vec()),
                 }
             }
             TableFactor::Derived {
@@ -230,13 +225,15 @@ fn range_name(factor: &TableFactor) -> Option<String> {
     }
 }
 
-/// Notes the output names of every agent CTE, in the order a query's CTEs are written (a
-/// later one may read an earlier one).
-struct CteOutputs<'a, 'b> {
-    known: &'a mut Known<'b>,
+/// One pass over the query: the output names of every agent CTE, noted when its WITH is met
+/// (before any reference to it, and in the order written, since a later one may read an
+/// earlier one), and the kind of every FROM item's name.
+struct Names<'b> {
+    known: Known<'b>,
+    ranges: Ranges,
 }
 
-impl Visitor for CteOutputs<'_, '_> {
+impl Visitor for Names<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
@@ -256,15 +253,6 @@ impl Visitor for CteOutputs<'_, '_> {
         }
         ControlFlow::Continue(())
     }
-}
-
-struct Names<'a, 'b> {
-    known: &'a Known<'b>,
-    ranges: &'a mut Ranges,
-}
-
-impl Visitor for Names<'_, '_> {
-    type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
         let (name, kind) = match factor {
@@ -298,7 +286,12 @@ impl Visitor for Names<'_, '_> {
                     .map(|a| fold(&a.name))
                     .unwrap_or(written.clone());
                 if kind == Kind::Columns {
-                    let columns = self.known.tables.get(&written).cloned().unwrap_or_default();
+                    let columns = self
+                        .known
+                        .tables
+                        .get(written.as_str())
+                        .map(|c| c.to_vec())
+                        .unwrap_or_default();
                     let kept = match self.ranges.table_columns.remove(&name) {
                         Some(earlier) => columns
                             .into_iter()

@@ -74,6 +74,11 @@ fn inner_outputs_that_could_fold_are_wrapped_and_distinct_order_by_follows() {
         fenced("SELECT * FROM (SELECT DISTINCT upper(name) FROM t ORDER BY upper(name)) AS s"),
         "SELECT * FROM (SELECT DISTINCT COALESCE(upper(name), NULL) AS upper FROM t ORDER BY COALESCE(upper(name), NULL)) AS s"
     );
+    // DISTINCT ON's expressions must match the ORDER BY's first ones, as written.
+    assert_eq!(
+        fenced("SELECT * FROM (SELECT DISTINCT ON (upper(name)) upper(name) FROM t ORDER BY upper(name)) AS s"),
+        "SELECT * FROM (SELECT DISTINCT ON (upper(name)) COALESCE(upper(name), NULL) AS upper FROM t ORDER BY upper(name)) AS s"
+    );
 }
 
 #[test]
@@ -215,7 +220,8 @@ fn a_star_over_a_policy_table_has_that_tables_columns() {
         query.to_string()
     };
     let sql = "WITH x AS (SELECT * FROM t) SELECT x.b FROM x JOIN u ON u.a = x.id";
-    let tables = Tables::from([("t".to_string(), vec!["id".to_string(), "b".to_string()])]);
+    let columns = ["id".to_string(), "b".to_string()];
+    let tables = Tables::from([("t", &columns[..])]);
     assert_eq!(fenced_with(sql, &tables), sql);
     // A known column of this level's table, unqualified, may be cast and computed with; a
     // name it does not have may be an outer query's.
