@@ -598,3 +598,28 @@ async fn the_user_may_be_named_in_the_endpoint_url() {
     drop(gateway);
     db.teardown().await;
 }
+
+/// Issue 20's probe through MCP: a filter that folds to a cast of a constant answers the same
+/// before and after a hidden canary row exists (the MCP tool runs the same rewrite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folded_filter_tells_nothing_of_a_hidden_row_through_mcp() {
+    let db = TestDb::new().await;
+    let gateway = start(&db).await;
+    let client = gateway.client("bob").await;
+    let sql = "SELECT count(*) FROM customers c WHERE c.id = 99001 \
+               AND CASE WHEN c.department = 'Vault' THEN COALESCE('x', c.name)::date END IS NULL";
+    let answer = |result: CallToolResult| (result.is_error, result.structured_content);
+    let before = answer(call(&client, "query", json!({"sql": sql})).await);
+    db.admin
+        .batch_execute(
+            "INSERT INTO customers (id, name, email, department, active, created_at) \
+             VALUES (99001, 'canary', 'c@x', 'Vault', true, now())",
+        )
+        .await
+        .expect("canary");
+    let after = answer(call(&client, "query", json!({"sql": sql})).await);
+    assert_eq!(before, after);
+    assert_eq!(before.0, Some(false), "{before:?}");
+    client.cancel().await.expect("the client closes");
+    db.teardown().await;
+}

@@ -256,8 +256,9 @@ fn raising(rng: &mut Rng, ty: Ty, d: u32) -> String {
             ),
             1 => format!("{} ->> 'b'", value(rng, Ty::Json, d)),
             2 => format!("{} || {}", value(rng, Ty::Text, d), value(rng, Ty::Text, d)),
+            // A count of at most 3: `repeat('', 2147483647)` loops for seconds without raising.
             _ => format!(
-                "repeat({}, {})",
+                "repeat({}, LEAST({}, 3))",
                 value(rng, Ty::Text, d),
                 value(rng, Ty::Int, d)
             ),
