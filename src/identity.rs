@@ -354,6 +354,21 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Only the API key, as [`Identity::authenticate`] reads it (`Authorization: Bearer`, or
+    /// the API-key header when the `Authorization` header carries a JWT): for endpoints that
+    /// name no caller, such as `/metrics`.
+    pub fn check_key(&self, headers: &HeaderMap) -> Result<(), IdentityError> {
+        let (name, prefix) = match self.jwt {
+            None => (header::AUTHORIZATION.as_str(), ""),
+            Some(_) => (API_KEY_HEADER, "Bearer "),
+        };
+        let presented = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!("{prefix}{v}"));
+        Ok(self.keys.check(presented.as_deref())?)
+    }
+
     /// The authenticated caller's id. `claimed_user` is the id the request names (body field,
     /// query parameter or [`USER_HEADER`]): required without JWT; with JWT optional, and when
     /// given it must equal the token's.

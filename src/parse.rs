@@ -57,6 +57,8 @@ pub enum ParseError {
         line: u64,
         column: u64,
     },
+    #[error("the SQL holds a NUL character (U+0000) at line {line}, column {column}")]
+    Nul { line: u64, column: u64 },
     #[error("the SQL does not parse: {message}")]
     Syntax { message: String, hint: &'static str },
 }
@@ -64,7 +66,7 @@ pub enum ParseError {
 impl Refusal for ParseError {
     fn code(&self) -> ErrorCode {
         match self {
-            ParseError::TooLarge { .. } => ErrorCode::InvalidRequest,
+            ParseError::TooLarge { .. } | ParseError::Nul { .. } => ErrorCode::InvalidRequest,
             _ => ErrorCode::ParseError,
         }
     }
@@ -84,6 +86,9 @@ impl Refusal for ParseError {
             ParseError::NumberRunsIntoWord { .. } => {
                 "Write numbers in decimal (no 0x, 0b or 0o prefix) and put a space between a number and a name.".into()
             }
+            ParseError::Nul { .. } => {
+                "Remove the NUL character: PostgreSQL text cannot hold it, in a literal or anywhere else.".into()
+            }
             ParseError::Syntax { hint, .. } => (*hint).into(),
         }
     }
@@ -95,6 +100,14 @@ pub fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, ParseError> {
         return Err(ParseError::TooLarge {
             size: sql.len(),
             max: limits.max_sql_bytes,
+        });
+    }
+    // PostgreSQL's protocol cannot carry it: refused here rather than failing the connection.
+    if let Some(at) = sql.find('\0') {
+        let before = &sql[..at];
+        return Err(ParseError::Nul {
+            line: before.matches('\n').count() as u64 + 1,
+            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1,
         });
     }
     let tokens = Tokenizer::new(&DIALECT, sql)

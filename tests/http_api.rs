@@ -1100,3 +1100,48 @@ async fn postgres_refusals_are_query_failed_without_hidden_data() {
     );
     db.teardown().await;
 }
+
+/// `/metrics` says who is busy and what is refused: with API keys set it wants one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_want_the_api_key_when_keys_are_set() {
+    let db = TestDb::new().await;
+    let mut config = db.serve_config();
+    config.api_keys = ApiKeys::parse("k1,k2");
+    let router = db.router_with(&config).await;
+    let metrics = |auth: Option<&'static str>| {
+        let router = router.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| ("authorization", a)).into_iter().collect();
+            call(&router, Method::GET, "/metrics", &headers, Body::empty()).await
+        }
+    };
+    for auth in [None, Some("Bearer nope"), Some("k1")] {
+        metrics(auth)
+            .await
+            .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let reply = metrics(Some("Bearer k2")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(reply.text.contains("rowgate_"), "{}", reply.text);
+    db.teardown().await;
+}
+
+/// PostgreSQL's protocol cannot carry a NUL character: refused with a 400 before the database
+/// (it used to fail the pooled connection and answer 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_in_the_sql_is_a_bad_request() {
+    let db = TestDb::new().await;
+    let router = db.router().await;
+    for sql in ["SELECT 'a\u{0}b'", "SELECT $$a\u{0}b$$", "SELECT 1\n\u{0}"] {
+        let reply = query(&router, "bob", sql).await;
+        let error = reply.error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(
+            error["message"].as_str().is_some_and(|m| m.contains("NUL")),
+            "{error}"
+        );
+    }
+    // The pool is intact: the next request runs.
+    rows(&router, "bob", "SELECT 1 AS one").await;
+    db.teardown().await;
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -73,8 +73,13 @@ fn merge(body: &mut serde_json::Value, extra: serde_json::Value) {
     path = "/metrics",
     operation_id = "metrics",
     responses((status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain")),
+    security((), ("bearer" = []), ("api_key" = [])),
 )]
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    // The counters say who is busy and what is refused: behind the key like the rest.
+    if let Err(error) = state.identity.check_key(&headers) {
+        return ApiError::from(error).into_response();
+    }
     let text = state.metrics.render(&state.executor.pool().status());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
