@@ -114,6 +114,7 @@ pub fn parse(sql: &str, limits: &Limits) -> Result<Vec<Statement>, ParseError> {
         .tokenize_with_location()
         .map_err(|e| syntax(sql, e.to_string()))?;
     check_tokens(&tokens, limits.max_depth)?;
+    let tokens = table_as_select(tokens);
     let statements = Parser::new(&DIALECT)
         .with_recursion_limit(limits.max_depth)
         .with_tokens_with_locations(tokens)
@@ -192,6 +193,54 @@ fn limit_with_comma(text: &str) -> bool {
 /// parenthesis or CASE opens a level, and every operator adds one to its level (a chain
 /// `a + b + c ...` is a left-deep tree as deep as it is long). Commas and clause keywords end an
 /// item, so long select lists and many clauses cost nothing.
+/// `TABLE name` is PostgreSQL's short form of `SELECT * FROM name`, and agents write it;
+/// sqlparser does not read it, so the tokens are spelled out where a query may start (the
+/// beginning, after `(`, after a WITH list's `)`, after UNION, INTERSECT or EXCEPT [ALL |
+/// DISTINCT]). Anywhere else `TABLE` makes no valid SQL, and `SELECT * FROM name` is checked
+/// like any query. The new tokens take
+/// `TABLE`'s position, so the SELECT is the agent's like any other.
+fn table_as_select(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let is_table = matches!(&token.token,
+            Token::Word(w) if w.keyword == Keyword::TABLE && w.quote_style.is_none());
+        let previous = out
+            .iter()
+            .rev()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|t| &t.token);
+        let query_starts = match previous {
+            None | Some(Token::LParen | Token::RParen) => true,
+            Some(Token::Word(w)) => {
+                matches!(
+                    w.keyword,
+                    Keyword::UNION
+                        | Keyword::INTERSECT
+                        | Keyword::EXCEPT
+                        | Keyword::ALL
+                        | Keyword::DISTINCT
+                ) && w.quote_style.is_none()
+            }
+            _ => false,
+        };
+        if !(is_table && query_starts) {
+            out.push(token);
+            continue;
+        }
+        let span = token.span;
+        for token in [
+            Token::make_keyword("SELECT"),
+            Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
+            Token::Mul,
+            Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
+            Token::make_keyword("FROM"),
+        ] {
+            out.push(TokenWithSpan::new(token, span));
+        }
+    }
+    out
+}
+
 fn check_tokens(tokens: &[TokenWithSpan], max_depth: usize) -> Result<(), ParseError> {
     let mut nesting = Nesting::default();
     let mut previous_word_u = false;

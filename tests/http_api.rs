@@ -1145,3 +1145,47 @@ async fn a_nul_character_in_the_sql_is_a_bad_request() {
     rows(&router, "bob", "SELECT 1 AS one").await;
     db.teardown().await;
 }
+
+/// `TABLE name` is `SELECT * FROM name`, wherever a query may start (agents write it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_name_reads_like_select_star() {
+    let db = TestDb::new().await;
+    let router = db.router().await;
+    let star = rows(&router, "bob", "SELECT * FROM customers ORDER BY id").await;
+    assert!(!star.is_empty());
+    for sql in [
+        "SELECT * FROM (TABLE customers) c ORDER BY id",
+        "WITH c AS (TABLE customers) SELECT * FROM c ORDER BY id",
+        "SELECT * FROM (TABLE customers UNION ALL TABLE customers) c ORDER BY id LIMIT 1000",
+    ] {
+        let got = rows(&router, "bob", sql).await;
+        let expected: Vec<Value> = if sql.contains("UNION") {
+            star.iter()
+                .flat_map(|r| [r.clone(), r.clone()])
+                .take(1000)
+                .collect()
+        } else {
+            star.clone()
+        };
+        assert_eq!(got, expected, "{sql}");
+    }
+    assert_eq!(
+        rows(&router, "bob", "TABLE customers").await.len(),
+        star.len()
+    );
+    assert_eq!(
+        rows(
+            &router,
+            "bob",
+            "WITH c AS (SELECT id FROM customers) TABLE c"
+        )
+        .await
+        .len(),
+        star.len()
+    );
+    // Still only the policy's tables.
+    query(&router, "bob", "TABLE permissions")
+        .await
+        .error(StatusCode::FORBIDDEN, "table_not_allowed");
+    db.teardown().await;
+}
