@@ -45,6 +45,12 @@ const PROBES: &[&str] = &[
      AND CASE WHEN h.department = 'Vault' THEN v.name::date END IS NULL) FROM customers v WHERE v.id = 2",
     "SELECT (SELECT count(*) FROM customers h WHERE h.id = {id} AND h.department = 'Vault' \
      AND h.created_at::date = v.name::date) FROM customers v WHERE v.id = 2",
+    // Whole rows of two outer ranges (`record = record` raises on rows of unlike shapes), and
+    // `s.f`, PostgreSQL's notation for the call `f(s)` (hash_record raises on a json field).
+    "SELECT (SELECT count(*) FROM customers h WHERE h.id = {id} AND h.department = 'Vault' \
+     AND (h.id = 0 OR a = b)) FROM customers a, invoices b WHERE a.id = 2 AND b.id = 2",
+    "SELECT count(*) FROM customers h, (SELECT COALESCE('{}'::json, NULL) AS j FROM customers \
+     WHERE id = 2) s WHERE h.id = {id} AND h.department = 'Vault' AND h.id = s.hash_record",
 ];
 
 async fn answers(router: &axum::Router, user: &str) -> Vec<(StatusCode, Option<String>, Value)> {
