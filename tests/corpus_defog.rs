@@ -20,7 +20,7 @@ mod order;
 
 use std::collections::BTreeMap;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use futures_util::{stream, StreamExt};
 use harness::{corpus_path, CorpusDb, Tally, CALLERS, RLS_SETTING};
 use order::{agree, Compare, Row};
@@ -28,7 +28,6 @@ use rowgate::execute::Executor;
 use rowgate::parse::Limits;
 use rowgate::refusal::Refusal;
 use serde_json::Value;
-use tokio_postgres::NoTls;
 
 use common::{db_message, manifest_path};
 
@@ -311,16 +310,7 @@ async fn check_database(name: &str, queries: &[&Query], report: &mut Report) {
     db.assert_policy_covers_every_table().await;
     db.enable_rls().await;
     let executor = db.executor(PARALLEL);
-    let rls = Pool::builder(Manager::from_config(
-        db.rls_config(),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    ))
-    .max_size(PARALLEL)
-    .build()
-    .expect("pool");
+    let rls = db.rls_pool(PARALLEL);
 
     // How much each caller sees: the rules must hide a real share (and both arms agree here too).
     for table in db.policy.tables.values() {

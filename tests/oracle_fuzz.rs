@@ -19,13 +19,12 @@ mod grammar;
 #[path = "corpus/harness.rs"]
 mod harness;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use futures_util::{stream, StreamExt};
 use grammar::{instantiate, Rng, KNOWN, TEMPLATES};
 use harness::{CorpusDb, RLS_SETTING};
 use rowgate::execute::{ExecuteError, Executor};
 use rowgate::parse::Limits;
-use tokio_postgres::NoTls;
 
 use common::{db_message, manifest_path};
 
@@ -160,16 +159,7 @@ async fn no_generated_filter_answers_differently_once_a_hidden_row_exists() {
     }
 
     let executor = db.executor(PARALLEL);
-    let rls = Pool::builder(Manager::from_config(
-        db.rls_config(),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    ))
-    .max_size(PARALLEL)
-    .build()
-    .expect("RLS pool");
+    let rls = db.rls_pool(PARALLEL);
     let version = db.policy.version.clone();
 
     let before = answers(&cases, &executor, &version, &rls).await;

@@ -176,6 +176,22 @@ impl CorpusDb {
         config
     }
 
+    /// A pool of connections as the RLS role (see [`CorpusDb::enable_rls`]).
+    pub fn rls_pool(&self, size: usize) -> deadpool_postgres::Pool {
+        use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+        let manager = Manager::from_config(
+            self.rls_config(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(size)
+            .build()
+            .expect("RLS pool")
+    }
+
     /// The gateway's executor, as the installed serving role.
     pub fn executor(&self, pool_size: usize) -> Executor {
         Executor::new(
