@@ -12,6 +12,8 @@ use crate::refusal::{ErrorCode, Refusal};
 pub enum AuthError {
     #[error("missing API key")]
     Missing,
+    #[error("the Authorization header holds no `Bearer ` before the key")]
+    NotBearer,
     #[error("wrong API key")]
     Wrong,
 }
@@ -65,9 +67,10 @@ impl ApiKeys {
             return Ok(());
         }
         let presented = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or(AuthError::Missing)?
+            .strip_prefix("Bearer ")
             .map(str::trim)
-            .ok_or(AuthError::Missing)?;
+            .ok_or(AuthError::NotBearer)?;
         let presented = digest(presented);
         // Look at every key, so the time taken does not say which one matched.
         let matched = self
@@ -93,7 +96,7 @@ mod tests {
         let keys = ApiKeys::parse("alpha, beta,,");
         assert_eq!(keys.check(Some("Bearer beta")), Ok(()));
         assert_eq!(keys.check(Some("Bearer gamma")), Err(AuthError::Wrong));
-        assert_eq!(keys.check(Some("beta")), Err(AuthError::Missing));
+        assert_eq!(keys.check(Some("beta")), Err(AuthError::NotBearer));
         assert_eq!(keys.check(None), Err(AuthError::Missing));
         assert_eq!(ApiKeys::parse("").check(None), Ok(()));
     }

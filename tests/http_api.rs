@@ -868,10 +868,17 @@ async fn api_keys_are_required_when_configured() {
         Some("Bearer k1k2"),
         Some("Bearer k1,k2"),
     ] {
-        post(auth, body.clone())
-            .await
-            .error(unauthorized, "unauthorized");
-        schema(auth).await.error(unauthorized, "unauthorized");
+        for reply in [post(auth, body.clone()).await, schema(auth).await] {
+            let error = reply.error(unauthorized, "unauthorized");
+            // The scheme is named (RFC 9110), or MCP clients assume OAuth and hide the hint.
+            assert_eq!(reply.headers["www-authenticate"], "Bearer", "{auth:?}");
+            // A key sent without `Bearer ` is told so, not that no key came.
+            if auth.is_some_and(|a| !a.starts_with("Bearer")) {
+                assert!(error["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("Bearer")));
+            }
+        }
     }
     // The key is checked before anything else: a bad body or an unknown user without a key
     // says unauthorized, not what is wrong with the request.

@@ -147,7 +147,17 @@ impl IntoResponse for ApiError {
                 hint: self.hint,
             },
         };
-        (status(self.code), Json(body)).into_response()
+        let status = status(self.code);
+        let mut response = (status, Json(body)).into_response();
+        // RFC 9110: a 401 names its scheme. Without it, MCP clients assume OAuth and never show
+        // the hint.
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
