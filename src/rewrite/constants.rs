@@ -1,26 +1,28 @@
-//! Layer 5 for the agent's column-free expressions: `COALESCE(<expression>, NULL)` around every
-//! expression of a filter that reads no column and is more than a literal.
+//! Layer 5 for the agent's filters and inner outputs: whatever PostgreSQL may run on a row
+//! before the permission rule must be unable to raise, after constant folding and pull-up.
 //!
-//! Why: PostgreSQL deems a function call safe to run before a permission filter when no column
-//! is under it (`contain_leaked_vars` looks for a column below a non-leakproof function). So
-//! `WHERE id = 2001 AND department = 'Executive' AND customer_id = random()::int / 0` could
-//! divide by zero right after testing a hidden row's `department`, ahead of the permission
-//! filter (the planner orders such filters by cost), and whether the query failed told whether
-//! the hidden row passed the test. Stable expressions did it too, inside a CASE that no
-//! estimate folds: `issued_on = CASE WHEN id = 2001 THEN ('x' || '')::date END`. PostgreSQL
-//! does not deem a COALESCE leakproof, so a filter holding one runs after the permission filter,
-//! on visible rows only (found in review; `tests/db_attacks.rs` holds the attacks).
+//! Why: PostgreSQL lets a filter it deems leakproof run before the rule (ordered by cost), and
+//! deems a function call leakproof when no column lies under it, judged on the expression it
+//! plans: `CASE WHEN c.department = 'Vault' THEN COALESCE('x', c.name)::date END IS NULL` folds
+//! to a cast of the constant `'x'`, raised on the hidden Vault row only, and told whether it
+//! was there (issue 20; `tests/fold_oracle.rs`). Earlier forms, found in review:
+//! `customer_id = random()::int / 0`, `(VALUES ('x')) v(z) ... v.z::date`.
 //!
-//! Where: the WHERE, HAVING and JOIN ... ON of every query level, the rows of VALUES, and the
-//! select list of every query but the outermost (a subquery's output can be pulled up into a
-//! filter; the outermost select list runs on visible rows only). A wrapped select-list item gets
-//! the name PostgreSQL would have given it, so the answer's column names do not change.
+//! What: each conjunct of a WHERE, HAVING or JOIN ... ON, at every level, stays bare only as a
+//! plain test (`shape`: comparisons, IN lists, BETWEEN, IS NULL of columns and literals);
+//! any other becomes `COALESCE(<conjunct>, NULL)`, which PostgreSQL never deems leakproof. In a
+//! plain test, an operand that reads no column and could raise becomes `COALESCE(x, NULL)` on
+//! its own (an immutable one folds back to a constant and keeps its index condition). Inner
+//! queries' outputs, one-row VALUES and the arguments of functions in FROM, which PostgreSQL
+//! puts in place of their columns, are wrapped unless they are plain columns, aggregates or
+//! window functions: `COALESCE((SELECT x), NULL)` when they read no column (no folding sees
+//! through it), `COALESCE(x, NULL)` otherwise (it folds at most to a constant). A wrapped
+//! select-list item keeps the name PostgreSQL would have given it.
 //!
-//! What it costs: nothing for an immutable expression (`id = 2 + 3`, `ARRAY['a', 'b']`): the
-//! planner folds it to a constant, COALESCE included, before it plans the scan. A comparison
-//! with a wrapped stable or volatile expression is no index condition on a policy table.
-//! Left alone, because they cannot raise: literals, and the current date and time alone, cast,
-//! truncated to a named unit, or moved by a literal interval of at most a thousand years.
+//! What it costs: a wrapped conjunct is no index condition or join key and gets PostgreSQL's
+//! default selectivity. Left alone, because they cannot raise: literals, and the current date
+//! and time, cast, truncated to a named unit, or moved by literal intervals (`safe`), so "the
+//! last 30 days" keeps its index.
 
 use std::ops::ControlFlow;
 
